@@ -1,0 +1,143 @@
+// Command parley serves self-hosted video calls: the web client, the signaling
+// relay with rooms, and (later) STUN/TURN and an SFU, from one process.
+//
+// Run it with no arguments to serve on the embedded defaults; `parley --help`
+// lists every setting.
+package main
+
+import (
+	"context"
+	"crypto/tls"
+	"errors"
+	"fmt"
+	"io"
+	"log/slog"
+	"net"
+	"net/http"
+	"os"
+	"os/signal"
+	"syscall"
+	"time"
+
+	"github.com/parley-chat/parley/config"
+	"github.com/parley-chat/parley/signaling"
+	"github.com/parley-chat/parley/web"
+)
+
+// shutdownGrace bounds the whole orderly shutdown; the process exits within it.
+const shutdownGrace = 4 * time.Second
+
+func main() {
+	cfg, err := config.Load(os.Args[1:], os.Getenv, os.Stderr)
+	if errors.Is(err, config.ErrHelp) {
+		return
+	}
+	if err != nil {
+		fmt.Fprintln(os.Stderr, "parley:", err)
+		os.Exit(2)
+	}
+	log := newLogger(cfg.Log, os.Stderr)
+
+	ctx, stop := signal.NotifyContext(context.Background(), syscall.SIGINT, syscall.SIGTERM)
+	defer stop()
+	go func() {
+		// A second signal exits at once.
+		<-ctx.Done()
+		stop()
+		again := make(chan os.Signal, 1)
+		signal.Notify(again, syscall.SIGINT, syscall.SIGTERM)
+		<-again
+		fmt.Fprintln(os.Stderr, "parley: second signal, exiting now")
+		os.Exit(1)
+	}()
+
+	if err := run(ctx, cfg, log, os.Stdout); err != nil {
+		log.Error("parley stopped", "err", err)
+		os.Exit(1)
+	}
+}
+
+// run opens every listener, serves until ctx ends, then shuts down in layers.
+func run(ctx context.Context, cfg config.Config, log *slog.Logger, stdout io.Writer) error {
+	// Open every listener before serving anything, so a port in use fails now
+	// with its address.
+	ln, err := net.Listen("tcp", cfg.Listen)
+	if err != nil {
+		return fmt.Errorf("listen on %s: %w", cfg.Listen, err)
+	}
+	var tlsConfig *tls.Config
+	if cfg.TLS.Enabled() {
+		cert, err := tls.LoadX509KeyPair(cfg.TLS.Cert, cfg.TLS.Key)
+		if err != nil {
+			ln.Close()
+			return fmt.Errorf("load TLS certificate: %w", err)
+		}
+		tlsConfig = &tls.Config{Certificates: []tls.Certificate{cert}, MinVersion: tls.VersionTLS12}
+		ln = tls.NewListener(ln, tlsConfig)
+	}
+
+	sig := signaling.New(cfg.Rooms, cfg.Signaling, nil, log.With("part", "signaling"))
+	mux := http.NewServeMux()
+	sig.Register(mux)
+	site := web.Handler()
+	mux.Handle("GET /", site)
+
+	srv := &http.Server{
+		Handler:           mux,
+		ReadHeaderTimeout: 10 * time.Second,
+		IdleTimeout:       2 * time.Minute,
+		ErrorLog:          slog.NewLogLogger(log.Handler(), slog.LevelDebug),
+	}
+	serveErr := make(chan error, 1)
+	go func() { serveErr <- srv.Serve(ln) }()
+
+	scheme := "http"
+	if tlsConfig != nil {
+		scheme = "https"
+	}
+	log.Info("listening", "addr", ln.Addr().String(), "tls", tlsConfig != nil)
+	fmt.Fprintf(stdout, "Parley is running. Open %s://%s/ in your browser.\n", scheme, browseAddr(ln.Addr()))
+
+	select {
+	case err := <-serveErr:
+		sig.Close()
+		return fmt.Errorf("serve http: %w", err)
+	case <-ctx.Done():
+	}
+
+	log.Info("shutting down")
+	sctx, cancel := context.WithTimeout(context.Background(), shutdownGrace)
+	defer cancel()
+	// Stop accepting and finish plain HTTP requests; WebSockets are hijacked
+	// connections that http.Server no longer tracks, so signaling closes them.
+	if err := srv.Shutdown(sctx); err != nil {
+		log.Warn("http shutdown", "err", err)
+	}
+	if err := sig.Shutdown(sctx); err != nil {
+		log.Warn("signaling shutdown", "err", err)
+	}
+	log.Info("stopped")
+	return nil
+}
+
+// browseAddr turns a listen address into one a browser on this machine can open.
+func browseAddr(a net.Addr) string {
+	tcp, ok := a.(*net.TCPAddr)
+	if !ok {
+		return a.String()
+	}
+	if tcp.IP == nil || tcp.IP.IsUnspecified() {
+		return fmt.Sprintf("localhost:%d", tcp.Port)
+	}
+	return tcp.String()
+}
+
+func newLogger(c config.Log, w io.Writer) *slog.Logger {
+	var level slog.Level
+	level.UnmarshalText([]byte(c.Level)) // validated by config
+	opts := &slog.HandlerOptions{Level: level}
+	if c.Format == "json" {
+		return slog.New(slog.NewJSONHandler(w, opts))
+	}
+	return slog.New(slog.NewTextHandler(w, opts))
+}

@@ -1,0 +1,324 @@
+// Package signaling is Parley's HTTP API and WebSocket relay: rooms, participants,
+// and the offers, answers and ICE candidates they exchange. docs/protocol.md
+// describes the wire format.
+package signaling
+
+import (
+	"context"
+	"crypto/rand"
+	"crypto/sha256"
+	"encoding/base64"
+	"encoding/hex"
+	"encoding/json"
+	"io"
+	"log/slog"
+	"net/http"
+	"net/url"
+	"strings"
+	"sync"
+	"time"
+
+	"github.com/gorilla/websocket"
+
+	"github.com/parley-chat/parley/config"
+)
+
+// ICEServer is one entry of the RTCPeerConnection iceServers list.
+type ICEServer struct {
+	URLs       []string `json:"urls"`
+	Username   string   `json:"username,omitempty"`
+	Credential string   `json:"credential,omitempty"`
+}
+
+// ICEProvider hands out the ICE servers (and credentials) for one participant.
+// The turn package satisfies it; nil means no ICE servers.
+type ICEProvider interface {
+	ICEServers(participantID string) []ICEServer
+}
+
+// ICEProviderFunc adapts a function to ICEProvider.
+type ICEProviderFunc func(participantID string) []ICEServer
+
+// ICEServers calls f.
+func (f ICEProviderFunc) ICEServers(participantID string) []ICEServer { return f(participantID) }
+
+// Server holds the rooms and the connected clients. It does not listen on its
+// own: Register mounts its routes on a mux that the caller serves.
+type Server struct {
+	// Static after construction.
+	rooms    config.Rooms
+	sig      config.Signaling
+	ice      ICEProvider
+	log      *slog.Logger
+	upgrader websocket.Upgrader
+	origins  map[string]bool // extra allowed origins, lower case, no trailing slash
+	now      func() time.Time
+	stop     chan struct{} // closed by Close; ends the sweeper
+	wg       sync.WaitGroup
+
+	mu       sync.Mutex
+	byID     map[string]*room     // guarded by mu
+	clients  map[*client]struct{} // guarded by mu; every open WebSocket
+	closing  bool                 // guarded by mu; set by Shutdown
+	closeOne sync.Once
+}
+
+// New returns a Server for the given room and signaling settings. ice may be nil.
+func New(rooms config.Rooms, sig config.Signaling, ice ICEProvider, log *slog.Logger) *Server {
+	s := &Server{
+		rooms:   rooms,
+		sig:     sig,
+		ice:     ice,
+		log:     log,
+		origins: make(map[string]bool),
+		now:     time.Now,
+		stop:    make(chan struct{}),
+		byID:    make(map[string]*room),
+		clients: make(map[*client]struct{}),
+	}
+	for _, o := range sig.AllowedOrigins {
+		s.origins[normalizeOrigin(o)] = true
+	}
+	s.upgrader = websocket.Upgrader{
+		HandshakeTimeout: 10 * time.Second,
+		CheckOrigin:      s.checkOrigin,
+		// Idle participants should cost little memory: reuse the server's read
+		// buffer and borrow write buffers only while writing.
+		WriteBufferPool: &sync.Pool{},
+		Error: func(w http.ResponseWriter, r *http.Request, status int, reason error) {
+			writeError(w, status, "bad_handshake", reason.Error())
+		},
+	}
+	s.wg.Add(1)
+	go s.sweep()
+	return s
+}
+
+// Register mounts the API, the WebSocket and the health check on mux.
+func (s *Server) Register(mux *http.ServeMux) {
+	mux.HandleFunc("POST /api/rooms", s.handleCreateRoom)
+	mux.HandleFunc("GET /api/rooms/{id}", s.handleGetRoom)
+	mux.HandleFunc("GET /ws", s.handleWS)
+	mux.HandleFunc("GET /healthz", func(w http.ResponseWriter, r *http.Request) {
+		w.Header().Set("Content-Type", "text/plain; charset=utf-8")
+		io.WriteString(w, "ok\n")
+	})
+}
+
+// Shutdown tells every connected participant that the server is going away,
+// closes their WebSockets and waits until their goroutines are done or ctx
+// ends. New WebSockets are refused from the start of Shutdown.
+func (s *Server) Shutdown(ctx context.Context) error {
+	s.mu.Lock()
+	s.closing = true
+	clients := make([]*client, 0, len(s.clients))
+	for c := range s.clients {
+		clients = append(clients, c)
+	}
+	s.mu.Unlock()
+
+	bye := encode(byeMsg{Type: TypeBye, Reason: "server shutting down"})
+	for _, c := range clients {
+		c.send(bye)
+		c.kill(websocket.CloseGoingAway, "server shutting down")
+	}
+	s.Close()
+
+	done := make(chan struct{})
+	go func() { s.wg.Wait(); close(done) }()
+	select {
+	case <-done:
+		return nil
+	case <-ctx.Done():
+		return ctx.Err()
+	}
+}
+
+// Close stops the background room sweeper. It does not wait for clients; use
+// Shutdown for that.
+func (s *Server) Close() {
+	s.closeOne.Do(func() { close(s.stop) })
+}
+
+// Stats is a snapshot of the server's size.
+type Stats struct {
+	Rooms        int
+	Participants int
+	Connections  int
+}
+
+// Stats returns the current number of rooms, joined participants and open
+// WebSockets.
+func (s *Server) Stats() Stats {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	st := Stats{Rooms: len(s.byID), Connections: len(s.clients)}
+	for _, r := range s.byID {
+		st.Participants += len(r.members)
+	}
+	return st
+}
+
+func (s *Server) handleCreateRoom(w http.ResponseWriter, r *http.Request) {
+	body, err := io.ReadAll(http.MaxBytesReader(w, r.Body, 4<<10))
+	if err != nil {
+		writeError(w, http.StatusRequestEntityTooLarge, "too_large", "request body is over 4 KiB")
+		return
+	}
+	mode := s.rooms.DefaultMode
+	if len(strings.TrimSpace(string(body))) > 0 {
+		var req struct {
+			Mode *string `json:"mode"`
+		}
+		dec := json.NewDecoder(strings.NewReader(string(body)))
+		dec.DisallowUnknownFields()
+		if err := dec.Decode(&req); err != nil {
+			writeError(w, http.StatusBadRequest, CodeBadMessage, "body must be empty or a JSON object like {\"mode\":\"p2p\"}: "+err.Error())
+			return
+		}
+		if req.Mode != nil {
+			mode = *req.Mode
+		}
+	}
+	switch mode {
+	case config.ModeP2P:
+	case config.ModeSFU:
+		writeError(w, http.StatusBadRequest, "unsupported_mode", "sfu rooms are not available in this build yet; use \"p2p\"")
+		return
+	default:
+		writeError(w, http.StatusBadRequest, "bad_mode", "mode must be \"p2p\" or \"sfu\"")
+		return
+	}
+
+	rm := s.createRoom(mode)
+	scheme := "http"
+	if r.TLS != nil {
+		scheme = "https"
+	}
+	writeJSON(w, http.StatusCreated, map[string]string{
+		"id":   rm.id,
+		"url":  scheme + "://" + r.Host + "/r/" + rm.id,
+		"mode": rm.mode,
+	})
+}
+
+func (s *Server) handleGetRoom(w http.ResponseWriter, r *http.Request) {
+	s.mu.Lock()
+	rm := s.lookupLocked(r.PathValue("id"))
+	var mode string
+	if rm != nil {
+		mode = rm.mode
+	}
+	s.mu.Unlock()
+	if rm == nil {
+		writeError(w, http.StatusNotFound, CodeRoomNotFound, "this room does not exist or has expired")
+		return
+	}
+	writeJSON(w, http.StatusOK, map[string]string{"id": rm.id, "mode": mode})
+}
+
+func (s *Server) handleWS(w http.ResponseWriter, r *http.Request) {
+	s.mu.Lock()
+	closing := s.closing
+	s.mu.Unlock()
+	if closing {
+		writeError(w, http.StatusServiceUnavailable, "shutting_down", "server is shutting down")
+		return
+	}
+	conn, err := s.upgrader.Upgrade(w, r, nil)
+	if err != nil {
+		s.log.Debug("websocket upgrade refused", "remote", r.RemoteAddr, "origin", r.Header.Get("Origin"), "err", err)
+		return // the upgrader has answered
+	}
+	c := newClient(s, conn)
+
+	s.mu.Lock()
+	if s.closing {
+		s.mu.Unlock()
+		conn.WriteControl(websocket.CloseMessage, websocket.FormatCloseMessage(websocket.CloseGoingAway, "server shutting down"), time.Now().Add(time.Second))
+		conn.Close()
+		return
+	}
+	s.clients[c] = struct{}{}
+	s.wg.Add(2)
+	s.mu.Unlock()
+
+	go func() {
+		defer s.wg.Done()
+		c.writeLoop()
+	}()
+	reason := c.readLoop()
+	c.kill(websocket.CloseNormalClosure, "")
+	s.leave(c, reason)
+
+	s.mu.Lock()
+	delete(s.clients, c)
+	s.mu.Unlock()
+	s.wg.Done()
+}
+
+func (s *Server) checkOrigin(r *http.Request) bool {
+	origin := r.Header.Get("Origin")
+	if origin == "" {
+		return true // not a browser: no page to protect
+	}
+	u, err := url.Parse(origin)
+	if err != nil {
+		return false
+	}
+	if strings.EqualFold(u.Host, r.Host) {
+		return true
+	}
+	return s.origins[normalizeOrigin(origin)]
+}
+
+func normalizeOrigin(o string) string {
+	return strings.TrimSuffix(strings.ToLower(o), "/")
+}
+
+// sweep removes expired rooms so their memory goes back even if nobody looks
+// them up again.
+func (s *Server) sweep() {
+	defer s.wg.Done()
+	every := min(s.rooms.EmptyTTL/2, time.Minute)
+	t := time.NewTicker(max(every, 10*time.Millisecond))
+	defer t.Stop()
+	for {
+		select {
+		case <-s.stop:
+			return
+		case <-t.C:
+			s.mu.Lock()
+			for id := range s.byID {
+				s.lookupLocked(id)
+			}
+			s.mu.Unlock()
+		}
+	}
+}
+
+func writeJSON(w http.ResponseWriter, status int, v any) {
+	w.Header().Set("Content-Type", "application/json")
+	w.Header().Set("Cache-Control", "no-store")
+	w.WriteHeader(status)
+	json.NewEncoder(w).Encode(v)
+}
+
+func writeError(w http.ResponseWriter, status int, code, msg string) {
+	writeJSON(w, status, map[string]any{"error": map[string]string{"code": code, "message": msg}})
+}
+
+// randomID returns n random bytes from crypto/rand, URL-safe base64 encoded.
+func randomID(n int) string {
+	b := make([]byte, n)
+	rand.Read(b) // never fails (crypto/rand documents it)
+	return base64.RawURLEncoding.EncodeToString(b)
+}
+
+// logTag names a room in logs without revealing its id, which is what lets
+// someone in.
+func logTag(id string) string {
+	h := sha256.Sum256([]byte(id))
+	return hex.EncodeToString(h[:4])
+}
+
