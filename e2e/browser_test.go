@@ -74,9 +74,10 @@ func newBrowser(t testing.TB, ns *netns, extraFlags ...chromedp.ExecAllocatorOpt
 
 // page is one tab: one participant.
 type page struct {
-	t    testing.TB
-	name string
-	ctx  context.Context
+	t      testing.TB
+	name   string
+	ctx    context.Context
+	cancel context.CancelFunc // closes the tab
 }
 
 // newPage opens a tab. The first call reuses the browser's first tab.
@@ -87,7 +88,7 @@ func (b *browser) newPage(t testing.TB, name string) *page {
 	if err := chromedp.Do(ctx); err != nil {
 		t.Fatalf("%s: open tab: %v", name, err)
 	}
-	return &page{t: t, name: name, ctx: ctx}
+	return &page{t: t, name: name, ctx: ctx, cancel: cancel}
 }
 
 // do runs chromedp actions with a deadline and fails the test on error.

@@ -14,7 +14,7 @@ import (
 
 // lan is the simplest lab: one namespace with a LAN interface, holding the
 // server and the browsers.
-func lan(t *testing.T, serverArgs ...string) (*netns, *server) {
+func lan(t testing.TB, serverArgs ...string) (*netns, *server) {
 	t.Helper()
 	ns := newNetns(t)
 	link(t, ns, "10.77.0.1/24", ns, "10.77.0.2/24")
