@@ -9,6 +9,8 @@ import (
 	"testing"
 	"time"
 
+	"github.com/chromedp/cdproto/cdp"
+	cdppage "github.com/chromedp/cdproto/page"
 	"github.com/chromedp/chromedp"
 )
 
@@ -89,6 +91,19 @@ func (b *browser) newPage(t testing.TB, name string) *page {
 		t.Fatalf("%s: open tab: %v", name, err)
 	}
 	return &page{t: t, name: name, ctx: ctx, cancel: cancel}
+}
+
+// addInitScript runs js in every document the tab loads from now on, before
+// the page's own scripts.
+func (p *page) addInitScript(js string) {
+	p.t.Helper()
+	_, err := chromedp.Run(p.ctx, chromedp.Action[cdppage.AddScriptToEvaluateOnNewDocumentResult](
+		func(ctx context.Context, tg *chromedp.Target) (cdppage.AddScriptToEvaluateOnNewDocumentResult, error) {
+			return cdp.Call(ctx, tg, cdppage.AddScriptToEvaluateOnNewDocument, cdppage.AddScriptToEvaluateOnNewDocumentParams{Source: js})
+		}))
+	if err != nil {
+		p.t.Fatalf("%s: add init script: %v", p.name, err)
+	}
 }
 
 // do runs chromedp actions with a deadline and fails the test on error.

@@ -1,15 +1,10 @@
 package e2e
 
 import (
-	"context"
 	"fmt"
 	"strings"
 	"testing"
 	"time"
-
-	"github.com/chromedp/cdproto/cdp"
-	cdppage "github.com/chromedp/cdproto/page"
-	"github.com/chromedp/chromedp"
 )
 
 // lan is the simplest lab: one namespace with a LAN interface, holding the
@@ -171,12 +166,7 @@ func TestParticipantWithoutCamera(t *testing.T) {
 	ns, srv := lan(t)
 	b := newBrowser(t, ns)
 	alice, nocam := b.newPage(t, "alice"), b.newPage(t, "nocam")
-	if _, err := chromedp.Run(nocam.ctx, chromedp.Action[cdppage.AddScriptToEvaluateOnNewDocumentResult](
-		func(ctx context.Context, tg *chromedp.Target) (cdppage.AddScriptToEvaluateOnNewDocumentResult, error) {
-			return cdp.Call(ctx, tg, cdppage.AddScriptToEvaluateOnNewDocument, cdppage.AddScriptToEvaluateOnNewDocumentParams{Source: noCameraJS})
-		})); err != nil {
-		t.Fatal(err)
-	}
+	nocam.addInitScript(noCameraJS)
 
 	url := newRoom(alice, srv.url)
 	join(alice, url, "Alice")
@@ -188,6 +178,15 @@ func TestParticipantWithoutCamera(t *testing.T) {
 	// ...and sends its microphone.
 	expectAudioFrom(alice, 1)
 	alice.waitFor(`remoteTiles().length === 1`, 10*time.Second)
+	var frames []struct{ Frames int }
+	alice.value("remoteFrames()", &frames)
+	var stats map[string]struct{ VideoBytes float64 }
+	alice.value("inboundStats()", &stats)
+	for _, s := range stats {
+		if s.VideoBytes != 0 || len(frames) != 1 || frames[0].Frames != 0 {
+			t.Fatalf("the participant without a camera sent video: %v bytes, tiles %v", s.VideoBytes, frames)
+		}
+	}
 }
 
 func TestLeaveRemovesTile(t *testing.T) {

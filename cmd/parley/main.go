@@ -14,6 +14,7 @@ import (
 	"log/slog"
 	"net"
 	"net/http"
+	"net/netip"
 	"os"
 	"os/signal"
 	"syscall"
@@ -21,6 +22,7 @@ import (
 
 	"github.com/parley-chat/parley/config"
 	"github.com/parley-chat/parley/signaling"
+	"github.com/parley-chat/parley/turn"
 	"github.com/parley-chat/parley/web"
 )
 
@@ -76,7 +78,35 @@ func run(ctx context.Context, cfg config.Config, log *slog.Logger, stdout io.Wri
 		ln = tls.NewListener(ln, tlsConfig)
 	}
 
-	sig := signaling.New(cfg.Rooms, cfg.Signaling, nil, log.With("part", "signaling"))
+	publicIP, err := advertisedIP(cfg, log)
+	if err != nil {
+		ln.Close()
+		return err
+	}
+	var turnSrv *turn.Server
+	if cfg.TURN.Enabled {
+		ls, err := turn.Listen(cfg.TURN, tlsConfig != nil)
+		if err != nil {
+			ln.Close()
+			return err
+		}
+		turnSrv, err = turn.New(cfg.TURN, ls, turn.Options{
+			PublicIPs: []netip.Addr{publicIP},
+			TLSConfig: tlsConfig,
+		}, log.With("part", "turn"))
+		if err != nil {
+			ln.Close()
+			return fmt.Errorf("start TURN: %w", err)
+		}
+		defer turnSrv.Close() // last: after HTTP and the WebSockets
+	}
+	var tlsHost string
+	if tlsConfig != nil {
+		tlsHost = turn.CertificateHost(tlsConfig.Certificates[0])
+	}
+	ice := turn.NewProvider(cfg.TURN, turnSrv, tlsHost)
+
+	sig := signaling.New(cfg.Rooms, cfg.Signaling, iceAdapter(ice), log.With("part", "signaling"))
 	mux := http.NewServeMux()
 	sig.Register(mux)
 	site := web.Handler()
@@ -118,6 +148,35 @@ func run(ctx context.Context, cfg config.Config, log *slog.Logger, stdout io.Wri
 	}
 	log.Info("stopped")
 	return nil
+}
+
+// advertisedIP is the address clients are told to reach: --public-ip, or the
+// address of the interface that carries the default route.
+func advertisedIP(cfg config.Config, log *slog.Logger) (netip.Addr, error) {
+	if cfg.PublicIP != "" {
+		return netip.MustParseAddr(cfg.PublicIP), nil // validated by config
+	}
+	ip, err := turn.DetectPublicIP()
+	if err != nil {
+		log.Warn("cannot detect the public address; clients elsewhere will not reach TURN or SFU media; set --public-ip", "err", err)
+		return netip.AddrFrom4([4]byte{127, 0, 0, 1}), nil
+	}
+	if ip.IsPrivate() || ip.IsLoopback() {
+		log.Info("advertising a private address; set --public-ip for an internet install", "public_ip", ip)
+	}
+	return ip, nil
+}
+
+// iceAdapter hands the TURN provider's servers to signaling.
+func iceAdapter(p *turn.Provider) signaling.ICEProvider {
+	return signaling.ICEProviderFunc(func(id string) []signaling.ICEServer {
+		servers := p.ICEServers(id)
+		out := make([]signaling.ICEServer, len(servers))
+		for i, s := range servers {
+			out[i] = signaling.ICEServer{URLs: s.URLs, Username: s.Username, Credential: s.Credential}
+		}
+		return out
+	})
 }
 
 // browseAddr turns a listen address into one a browser on this machine can open.
