@@ -171,8 +171,11 @@ func (c *Config) Validate() error {
 			bad("public_ip", "%q cannot be reached by clients", c.PublicIP)
 		}
 	}
-	if (c.TLS.Cert == "") != (c.TLS.Key == "") {
-		bad("tls", "cert and key must be set together")
+	if c.TLS.Cert != "" && c.TLS.Key == "" {
+		bad("tls.key", "required when tls.cert is set")
+	}
+	if c.TLS.Key != "" && c.TLS.Cert == "" {
+		bad("tls.cert", "required when tls.key is set")
 	}
 
 	switch c.Rooms.DefaultMode {

@@ -1,8 +1,7 @@
 package config
 
 import (
-	"bytes"
-	"errors"
+	"cmp"
 	"flag"
 	"fmt"
 	"io"
@@ -115,15 +114,88 @@ func Load(args []string, getenv func(string) string, out io.Writer) (Config, err
 	return cfg, nil
 }
 
-// decodeYAML reads a YAML document over the values already in cfg; unknown keys
-// are errors.
+// decodeYAML reads a YAML document over the values already in cfg. Each key is
+// looked up in the settings table and its value parsed on its own, so that an
+// unknown key or a bad value is reported with its dotted YAML key (yaml's own
+// errors name only a line and a Go type).
 func decodeYAML(b []byte, cfg *Config) error {
-	dec := yaml.NewDecoder(bytes.NewReader(b))
-	dec.KnownFields(true)
-	if err := dec.Decode(cfg); err != nil && !errors.Is(err, io.EOF) {
+	var doc yaml.Node
+	if err := yaml.Unmarshal(b, &doc); err != nil {
 		return err
 	}
-	return nil
+	if len(doc.Content) == 0 {
+		return nil // empty file
+	}
+	byKey := make(map[string]setting, len(settings))
+	sections := make(map[string]bool)
+	for _, s := range settings {
+		byKey[s.key] = s
+		if sec, _, ok := strings.Cut(s.key, "."); ok {
+			sections[sec] = true
+		}
+	}
+	var walk func(prefix string, n *yaml.Node) error
+	walk = func(prefix string, n *yaml.Node) error {
+		if n.Kind == yaml.AliasNode {
+			n = n.Alias
+		}
+		if n.Kind != yaml.MappingNode {
+			return fmt.Errorf("line %d: %s must be a mapping of keys to values", n.Line, cmp.Or(prefix, "the file"))
+		}
+		seen := make(map[string]int)
+		for i := 0; i+1 < len(n.Content); i += 2 {
+			k, v := n.Content[i], n.Content[i+1]
+			key := k.Value
+			if prefix != "" {
+				key = prefix + "." + key
+			}
+			if line, dup := seen[key]; dup {
+				return fmt.Errorf("line %d: %s is already set at line %d", k.Line, key, line)
+			}
+			seen[key] = k.Line
+			s, isSetting := byKey[key]
+			switch {
+			case strings.Contains(k.Value, "."):
+				return fmt.Errorf("line %d: unknown key %s (nest sections instead of writing dotted keys)", k.Line, key)
+			case v.Tag == "!!null" && (isSetting || sections[key]):
+				// "key:" with no value leaves the value as it was.
+			case isSetting:
+				if err := decodeValue(s.field(cfg), v); err != nil {
+					return fmt.Errorf("line %d: %s: %w", v.Line, key, err)
+				}
+			case prefix == "" && sections[key]:
+				if err := walk(key, v); err != nil {
+					return err
+				}
+			default:
+				return fmt.Errorf("line %d: unknown key %s", k.Line, key)
+			}
+		}
+		return nil
+	}
+	return walk("", doc.Content[0])
+}
+
+// decodeValue parses one YAML value into the field p points to, with the same
+// parser as the environment and the flags; a list may also be a YAML sequence.
+func decodeValue(p any, v *yaml.Node) error {
+	if v.Kind == yaml.AliasNode {
+		v = v.Alias
+	}
+	switch {
+	case v.Kind == yaml.ScalarNode:
+		return set(p, v.Value)
+	case v.Kind == yaml.SequenceNode:
+		if _, ok := p.(*[]string); ok {
+			var list []string
+			if err := v.Decode(&list); err != nil {
+				return fmt.Errorf("must be a list of strings")
+			}
+			*p.(*[]string) = list
+			return nil
+		}
+	}
+	return fmt.Errorf("must be a single value, not a list or mapping")
 }
 
 func newFlagSet(cfg *Config, out io.Writer) (*flag.FlagSet, *string) {

@@ -18,6 +18,9 @@ const (
 	// this far behind is not keeping up with signaling and is disconnected (its
 	// browser reconnects) rather than stalling the senders.
 	sendQueueLen = 512
+	// keptQueueCap is the largest queue the writer keeps for reuse once it is
+	// empty: an idle client should not keep a burst's worth of slots.
+	keptQueueCap = 32
 	// writeWait bounds one write to a client.
 	writeWait = 5 * time.Second
 	// maxStrikes is how many rate-limited messages in a row a client may send
@@ -25,25 +28,33 @@ const (
 	maxStrikesFactor = 2
 )
 
-// client is one WebSocket connection. It has one reader (the HTTP handler's
-// goroutine, readLoop) and one writer (writeLoop); everything else talks to it
-// through send and kill.
+// client is one WebSocket connection. It has one reader (readLoop) and one
+// writer (writeLoop); everything else talks to it through send and kill.
 type client struct {
 	srv  *Server
 	conn *websocket.Conn
+	wire *batchConn // conn's network connection
 
 	// Guarded by srv.mu.
 	room *room
 	id   string
 	name string
 
-	out      chan []byte   // bounded send queue; never closed
+	// The send queue is a slice rather than a channel so that an idle client
+	// does not hold sendQueueLen slots, and so that the writer can take
+	// everything queued at once.
+	qmu     sync.Mutex
+	queue   [][]byte      // guarded by qmu
+	writing int           // guarded by qmu; messages taken by the writer, not yet written
+	wake    chan struct{} // capacity 1; signalled after a message is queued
+	spare   [][]byte      // owned by writeLoop; the queue's emptied other half
+
 	done     chan struct{} // closed by kill
 	killOnce sync.Once
 	// closeCode and closeText are set once by kill before done is closed.
 	closeCode int
 	closeText string
-	dropped   atomic.Int64 // messages dropped because out was full
+	dropped   atomic.Int64 // messages dropped because the queue was full
 
 	// Owned by readLoop.
 	limiter   *rate.Limiter
@@ -51,11 +62,12 @@ type client struct {
 	lastLimit time.Time
 }
 
-func newClient(s *Server, conn *websocket.Conn) *client {
+func newClient(s *Server, conn *websocket.Conn, wire *batchConn) *client {
 	return &client{
 		srv:     s,
 		conn:    conn,
-		out:     make(chan []byte, sendQueueLen),
+		wire:    wire,
+		wake:    make(chan struct{}, 1),
 		done:    make(chan struct{}),
 		limiter: rate.NewLimiter(rate.Limit(s.sig.MessageRate), s.sig.MessageBurst),
 	}
@@ -65,11 +77,24 @@ func newClient(s *Server, conn *websocket.Conn) *client {
 // client is too slow and is disconnected.
 func (c *client) send(msg []byte) {
 	select {
-	case c.out <- msg:
 	case <-c.done:
+		return
 	default:
+	}
+	c.qmu.Lock()
+	full := c.writing+len(c.queue) >= sendQueueLen
+	if !full {
+		c.queue = append(c.queue, msg)
+	}
+	c.qmu.Unlock()
+	if full {
 		c.dropped.Add(1)
 		c.kill(websocket.CloseTryAgainLater, "too slow: send queue full")
+		return
+	}
+	select {
+	case c.wake <- struct{}{}:
+	default: // already signalled; the writer will see this message too
 	}
 }
 
@@ -185,8 +210,8 @@ func (c *client) writeLoop() {
 	defer c.conn.Close()
 	for {
 		select {
-		case msg := <-c.out:
-			if err := c.write(msg); err != nil {
+		case <-c.wake:
+			if err := c.writeQueued(); err != nil {
 				c.kill(websocket.CloseAbnormalClosure, "")
 				return
 			}
@@ -200,6 +225,42 @@ func (c *client) writeLoop() {
 			return
 		}
 	}
+}
+
+// writeQueued writes everything in the queue. The frames are gathered and
+// leave in as few system calls as batchSize allows: one write per message
+// would cost more than everything else the server does to relay it.
+func (c *client) writeQueued() error {
+	c.qmu.Lock()
+	batch := c.queue
+	c.queue = c.spare
+	c.writing = len(batch)
+	c.qmu.Unlock()
+
+	var err error
+	if len(batch) == 1 {
+		err = c.write(batch[0])
+	} else {
+		c.wire.hold()
+		for _, msg := range batch {
+			if err = c.write(msg); err != nil {
+				break
+			}
+		}
+		if werr := c.wire.release(); err == nil {
+			err = werr
+		}
+	}
+
+	c.qmu.Lock()
+	c.writing = 0
+	c.qmu.Unlock()
+	clear(batch) // drop the references to the messages
+	if cap(batch) > keptQueueCap {
+		batch = nil
+	}
+	c.spare = batch[:0]
+	return err
 }
 
 func (c *client) write(msg []byte) error {
@@ -216,15 +277,13 @@ func (c *client) flush() {
 	deadline := time.Now().Add(time.Second)
 	c.conn.SetWriteDeadline(deadline)
 	if c.closeCode != websocket.CloseTryAgainLater {
-	drain:
-		for {
-			select {
-			case msg := <-c.out:
-				if c.conn.WriteMessage(websocket.TextMessage, msg) != nil {
-					return
-				}
-			default:
-				break drain
+		c.qmu.Lock()
+		queued := c.queue
+		c.queue = nil
+		c.qmu.Unlock()
+		for _, msg := range queued {
+			if c.conn.WriteMessage(websocket.TextMessage, msg) != nil {
+				return
 			}
 		}
 	}

@@ -55,6 +55,18 @@ func (s *Server) lookupLocked(id string) *room {
 // join puts c into the room named by m. On success c is told who is there and
 // the others are told about c.
 func (s *Server) join(c *client, m *Message) *ProtocolError {
+	// The id and ICE servers are made before taking the lock so that joined
+	// can be queued under it: then nothing about the room (a peer-joined, a
+	// peer-left, an offer) can reach c before its joined.
+	id := randomID(9)
+	var ice []ICEServer
+	if s.ice != nil {
+		ice = s.ice.ICEServers(id)
+	}
+	if ice == nil {
+		ice = []ICEServer{}
+	}
+
 	s.mu.Lock()
 	if c.room != nil {
 		s.mu.Unlock()
@@ -69,7 +81,6 @@ func (s *Server) join(c *client, m *Message) *ProtocolError {
 		s.mu.Unlock()
 		return protoErr(CodeRoomFull, m.Type, "this room is full (%d participants)", s.rooms.MaxParticipants)
 	}
-	id := randomID(9)
 	peers := make([]PeerInfo, 0, len(rm.order))
 	others := make([]*client, 0, len(rm.order))
 	for _, pid := range rm.order {
@@ -82,19 +93,13 @@ func (s *Server) join(c *client, m *Message) *ProtocolError {
 	rm.emptySince = time.Time{}
 	c.room, c.id, c.name = rm, id, m.Name
 	count := len(rm.members)
-	s.mu.Unlock()
-
-	var ice []ICEServer
-	if s.ice != nil {
-		ice = s.ice.ICEServers(id)
-	}
-	if ice == nil {
-		ice = []ICEServer{}
-	}
+	// send only queues, so it may be called under the lock.
 	c.send(encode(joinedMsg{
 		Type: TypeJoined, Room: rm.id, Mode: rm.mode, ID: id, Name: m.Name,
 		Peers: peers, ICEServers: ice,
 	}))
+	s.mu.Unlock()
+
 	announce := encode(peerJoinedMsg{Type: TypePeerJoined, Peer: PeerInfo{ID: id, Name: m.Name}})
 	for _, o := range others {
 		o.send(announce)
@@ -122,9 +127,14 @@ func (s *Server) leave(c *client, reason string) bool {
 	if len(rm.members) == 0 {
 		rm.emptySince = s.now()
 	}
-	others := make([]*client, 0, len(rm.members))
-	for _, o := range rm.members {
-		others = append(others, o)
+	var others []*client
+	// While shutting down everyone is sent bye, which must be followed by
+	// nothing but the close frame.
+	if !s.closing {
+		others = make([]*client, 0, len(rm.members))
+		for _, o := range rm.members {
+			others = append(others, o)
+		}
 	}
 	c.room, c.id = nil, ""
 	count := len(rm.members)

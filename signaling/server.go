@@ -51,6 +51,7 @@ type Server struct {
 	ice      ICEProvider
 	log      *slog.Logger
 	upgrader websocket.Upgrader
+	batches  sync.Pool       // of *[]byte: buffers of the writers' batches in progress
 	origins  map[string]bool // extra allowed origins, lower case, no trailing slash
 	now      func() time.Time
 	stop     chan struct{} // closed by Close; ends the sweeper
@@ -78,6 +79,10 @@ func New(rooms config.Rooms, sig config.Signaling, ice ICEProvider, log *slog.Lo
 	}
 	for _, o := range sig.AllowedOrigins {
 		s.origins[normalizeOrigin(o)] = true
+	}
+	s.batches.New = func() any {
+		buf := make([]byte, 0, batchSize)
+		return &buf
 	}
 	s.upgrader = websocket.Upgrader{
 		HandshakeTimeout: 10 * time.Second,
@@ -225,16 +230,20 @@ func (s *Server) handleWS(w http.ResponseWriter, r *http.Request) {
 		writeError(w, http.StatusServiceUnavailable, "shutting_down", "server is shutting down")
 		return
 	}
-	conn, err := s.upgrader.Upgrade(w, r, nil)
+	hj := &batchHijacker{ResponseWriter: w, bufs: &s.batches}
+	conn, err := s.upgrader.Upgrade(hj, r, nil)
 	if err != nil {
 		s.log.Debug("websocket upgrade refused", "remote", r.RemoteAddr, "origin", r.Header.Get("Origin"), "err", err)
 		return // the upgrader has answered
 	}
-	c := newClient(s, conn)
+	c := newClient(s, conn, hj.conn)
 
 	s.mu.Lock()
 	if s.closing {
+		// Shutdown started after the upgrade and did not see this client.
 		s.mu.Unlock()
+		conn.SetWriteDeadline(time.Now().Add(time.Second))
+		conn.WriteMessage(websocket.TextMessage, encode(byeMsg{Type: TypeBye, Reason: "server shutting down"}))
 		conn.WriteControl(websocket.CloseMessage, websocket.FormatCloseMessage(websocket.CloseGoingAway, "server shutting down"), time.Now().Add(time.Second))
 		conn.Close()
 		return
@@ -243,18 +252,22 @@ func (s *Server) handleWS(w http.ResponseWriter, r *http.Request) {
 	s.wg.Add(2)
 	s.mu.Unlock()
 
+	// The connection lives on in its own two goroutines. Returning from the
+	// handler lets the HTTP server free what it kept for the request (its
+	// buffers, the request, a deep stack): most of an idle client's memory.
 	go func() {
 		defer s.wg.Done()
 		c.writeLoop()
 	}()
-	reason := c.readLoop()
-	c.kill(websocket.CloseNormalClosure, "")
-	s.leave(c, reason)
-
-	s.mu.Lock()
-	delete(s.clients, c)
-	s.mu.Unlock()
-	s.wg.Done()
+	go func() {
+		defer s.wg.Done()
+		reason := c.readLoop()
+		c.kill(websocket.CloseNormalClosure, "")
+		s.leave(c, reason)
+		s.mu.Lock()
+		delete(s.clients, c)
+		s.mu.Unlock()
+	}()
 }
 
 func (s *Server) checkOrigin(r *http.Request) bool {
@@ -321,4 +334,3 @@ func logTag(id string) string {
 	h := sha256.Sum256([]byte(id))
 	return hex.EncodeToString(h[:4])
 }
-
