@@ -31,7 +31,13 @@ type Config struct {
 	// media. Empty means: the address of the interface that carries the default route.
 	PublicIP string `yaml:"public_ip"`
 
+	// DataDir keeps what Parley generates: the self-signed certificate, the
+	// ACME account and certificates.
+	DataDir string `yaml:"data_dir"`
+
 	TLS       TLS       `yaml:"tls"`
+	Metrics   Metrics   `yaml:"metrics"`
+	Admission Admission `yaml:"admission"`
 	Rooms     Rooms     `yaml:"rooms"`
 	Signaling Signaling `yaml:"signaling"`
 	TURN      TURN      `yaml:"turn"`
@@ -41,12 +47,45 @@ type Config struct {
 
 // TLS selects the certificate for HTTPS and TURN over TLS.
 type TLS struct {
-	Cert string `yaml:"cert"` // PEM certificate chain file
+	Cert string `yaml:"cert"` // PEM certificate chain file, reloaded on SIGHUP or change
 	Key  string `yaml:"key"`  // PEM private key file
+	// SelfSigned generates a certificate kept in DataDir (for a LAN install).
+	SelfSigned bool `yaml:"self_signed"`
+	// ACMEDomains are the names to get certificates for over ACME.
+	ACMEDomains []string `yaml:"acme_domains"`
+	// ACMEEmail is the contact address given to the ACME CA (optional).
+	ACMEEmail string `yaml:"acme_email"`
+	// ACMEDirectory is the directory URL of the ACME CA.
+	ACMEDirectory string `yaml:"acme_directory"`
+	// ACMECAFile is a PEM file of roots to trust for the ACME CA's own HTTPS
+	// (a private CA); empty means the system roots.
+	ACMECAFile string `yaml:"acme_ca_file"`
+	// RedirectListen is the plain-HTTP address that redirects to HTTPS (and
+	// answers ACME HTTP-01 challenges) when TLS is on; empty turns it off.
+	RedirectListen string `yaml:"redirect_listen"`
 }
 
-// Enabled reports whether a certificate is configured.
-func (t TLS) Enabled() bool { return t.Cert != "" }
+// Enabled reports whether HTTPS is on, by any of the three ways.
+func (t TLS) Enabled() bool { return t.Cert != "" || t.SelfSigned || len(t.ACMEDomains) > 0 }
+
+// Metrics configures the Prometheus endpoint.
+type Metrics struct {
+	// Listen serves /metrics on its own address; empty serves it on the main
+	// listener.
+	Listen string `yaml:"listen"`
+	// Token, when set, is required as "Authorization: Bearer TOKEN".
+	Token string `yaml:"token"`
+}
+
+// Admission limits who may create and join rooms.
+type Admission struct {
+	// CreateToken, when set, is required to create rooms.
+	CreateToken string `yaml:"create_token"`
+	// RoomsPerClient is how many rooms one client address may create per hour.
+	RoomsPerClient int `yaml:"rooms_per_client"`
+	// ConnectionsPerClient is how many WebSockets one client address may hold.
+	ConnectionsPerClient int `yaml:"connections_per_client"`
+}
 
 // Rooms configures room creation and lifetime.
 type Rooms struct {
@@ -119,7 +158,13 @@ type Log struct {
 // Default returns the embedded defaults: what `parley` with no arguments runs on.
 func Default() Config {
 	return Config{
-		Listen: ":8080",
+		Listen:  ":8080",
+		DataDir: "./parley-data",
+		TLS: TLS{
+			ACMEDirectory:  "https://acme-v02.api.letsencrypt.org/directory",
+			RedirectListen: ":80",
+		},
+		Admission: Admission{RoomsPerClient: 60, ConnectionsPerClient: 32},
 		Rooms: Rooms{
 			DefaultMode:     ModeP2P,
 			MaxParticipants: 8,
@@ -176,6 +221,39 @@ func (c *Config) Validate() error {
 	}
 	if c.TLS.Key != "" && c.TLS.Cert == "" {
 		bad("tls.cert", "required when tls.key is set")
+	}
+
+	ways := 0
+	for _, on := range []bool{c.TLS.Cert != "" || c.TLS.Key != "", c.TLS.SelfSigned, len(c.TLS.ACMEDomains) > 0} {
+		if on {
+			ways++
+		}
+	}
+	if ways > 1 {
+		bad("tls", "choose one of tls.cert/tls.key, tls.self_signed and tls.acme_domains")
+	}
+	for _, d := range c.TLS.ACMEDomains {
+		if d == "" || strings.ContainsAny(d, "/:* ") || net.ParseIP(d) != nil {
+			bad("tls.acme_domains", "%q is not a DNS name", d)
+		}
+	}
+	if u, err := url.Parse(c.TLS.ACMEDirectory); len(c.TLS.ACMEDomains) > 0 && (err != nil || u.Scheme != "https" || u.Host == "") {
+		bad("tls.acme_directory", "%q is not an https:// URL", c.TLS.ACMEDirectory)
+	}
+	if c.TLS.RedirectListen != "" && c.TLS.Enabled() {
+		checkAddr("tls.redirect_listen", c.TLS.RedirectListen)
+	}
+	if c.DataDir == "" && (c.TLS.SelfSigned || len(c.TLS.ACMEDomains) > 0) {
+		bad("data_dir", "required for tls.self_signed and tls.acme_domains")
+	}
+	if c.Metrics.Listen != "" {
+		checkAddr("metrics.listen", c.Metrics.Listen)
+	}
+	if c.Admission.RoomsPerClient < 1 {
+		bad("admission.rooms_per_client", "%d must be at least 1", c.Admission.RoomsPerClient)
+	}
+	if c.Admission.ConnectionsPerClient < 1 {
+		bad("admission.connections_per_client", "%d must be at least 1", c.Admission.ConnectionsPerClient)
 	}
 
 	switch c.Rooms.DefaultMode {
