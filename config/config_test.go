@@ -76,8 +76,8 @@ var layerValues = map[string][3]string{
 	"sfu.tcp_port":                     {"6001", "6002", "6003"},
 	"log.format":                       {"json", "text", "json"},
 	"log.level":                        {"debug", "warn", "error"},
-	"tls.self_signed":                  {"true", "false", "true"},
-	"tls.acme_domains":                 {"a.example", "b.example,c.example", "d.example"},
+	"tls.self_signed":                  {"false", "false", "false"}, // tls.cert is set in every layer, and the three TLS ways exclude each other
+	"tls.acme_domains":                 {"", "", ""},                // likewise
 	"tls.acme_email":                   {"y@a.example", "e@a.example", "f@a.example"},
 	"tls.acme_directory":               {"https://y.example/dir", "https://e.example/dir", "https://f.example/dir"},
 	"tls.acme_ca_file":                 {"/y/ca.pem", "/e/ca.pem", "/f/ca.pem"},
@@ -104,6 +104,9 @@ func layerYAML(i int) string {
 				items = append(items, strconv.Quote(item))
 			}
 			text = "[" + strings.Join(items, ", ") + "]"
+			if v == "" {
+				text = "[]"
+			}
 		} else {
 			text = strconv.Quote(v)
 		}
