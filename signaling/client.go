@@ -36,9 +36,10 @@ type client struct {
 	wire *batchConn // conn's network connection
 
 	// Guarded by srv.mu.
-	room *room
-	id   string
-	name string
+	room  *room
+	id    string
+	name  string
+	media MediaSession // in SFU rooms: the connection to the media server
 
 	// The send queue is a slice rather than a channel so that an idle client
 	// does not hold sendQueueLen slots, and so that the writer can take

@@ -50,6 +50,8 @@ const (
 	CodeRoomFull      = "room_full"
 	CodePeerNotFound  = "peer_not_found"
 	CodeRateLimited   = "rate_limited"
+	// CodeMediaUnavailable: the SFU could not take the participant.
+	CodeMediaUnavailable = "media_unavailable"
 )
 
 // Leave reasons in peer-left.

@@ -2,6 +2,8 @@ package signaling
 
 import (
 	"time"
+
+	"github.com/parley-chat/parley/config"
 )
 
 // roomIDBytes is the entropy of a room id: 128 bits, so ids cannot be guessed.
@@ -105,7 +107,35 @@ func (s *Server) join(c *client, m *Message) *ProtocolError {
 		o.send(announce)
 	}
 	s.log.Info("participant joined", "room", rm.tag, "participant", id, "participants", count)
+	if rm.mode == config.ModeSFU {
+		s.joinMedia(c, rm, id)
+	}
 	return nil
+}
+
+// joinMedia connects a participant of an SFU room to the media server. If
+// that fails the participant stays in the room (it still sees who is there)
+// and is told why it gets no media.
+func (s *Server) joinMedia(c *client, rm *room, id string) {
+	if s.media == nil {
+		c.sendError(protoErr(CodeBadMessage, TypeJoin, "this server has no SFU"))
+		return
+	}
+	sess, err := s.media.Join(rm.id, id, mediaOut{c})
+	if err != nil {
+		s.log.Warn("join media server", "room", rm.tag, "participant", id, "err", err)
+		c.sendError(protoErr(CodeMediaUnavailable, TypeJoin, "the media server could not take you: %v", err))
+		return
+	}
+	s.mu.Lock()
+	stale := c.room != rm || c.id != id // left while the media server was joining
+	if !stale {
+		c.media = sess
+	}
+	s.mu.Unlock()
+	if stale {
+		sess.Close()
+	}
 }
 
 // leave takes c out of its room, if it is in one, and tells the others why.
@@ -136,9 +166,14 @@ func (s *Server) leave(c *client, reason string) bool {
 			others = append(others, o)
 		}
 	}
-	c.room, c.id = nil, ""
+	sess := c.media
+	c.room, c.id, c.media = nil, "", nil
 	count := len(rm.members)
 	s.mu.Unlock()
+
+	if sess != nil {
+		sess.Close()
+	}
 
 	msg := encode(peerLeftMsg{Type: TypePeerLeft, ID: id, Reason: reason})
 	for _, o := range others {
@@ -158,6 +193,10 @@ func (s *Server) relay(c *client, m *Message) *ProtocolError {
 		return protoErr(CodeNotJoined, m.Type, "join a room first")
 	}
 	from := c.id
+	if m.To == SFUPeerID && m.Type != TypeMedia {
+		s.mu.Unlock()
+		return s.toMedia(c, m)
+	}
 	var targets []*client
 	if m.Type == TypeMedia {
 		targets = make([]*client, 0, len(rm.members))

@@ -49,6 +49,7 @@ type Server struct {
 	rooms    config.Rooms
 	sig      config.Signaling
 	ice      ICEProvider
+	media    MediaServer // nil: SFU rooms cannot be created
 	log      *slog.Logger
 	upgrader websocket.Upgrader
 	batches  sync.Pool       // of *[]byte: buffers of the writers' batches in progress
@@ -97,6 +98,12 @@ func New(rooms config.Rooms, sig config.Signaling, ice ICEProvider, log *slog.Lo
 	s.wg.Add(1)
 	go s.sweep()
 	return s
+}
+
+// EnableSFU lets rooms be created in SFU mode, with ms forwarding their media.
+// Call it before serving.
+func (s *Server) EnableSFU(ms MediaServer) {
+	s.media = ms
 }
 
 // Register mounts the API, the WebSocket and the health check on mux.
@@ -188,8 +195,10 @@ func (s *Server) handleCreateRoom(w http.ResponseWriter, r *http.Request) {
 	switch mode {
 	case config.ModeP2P:
 	case config.ModeSFU:
-		writeError(w, http.StatusBadRequest, "unsupported_mode", "sfu rooms are not available in this build yet; use \"p2p\"")
-		return
+		if s.media == nil {
+			writeError(w, http.StatusBadRequest, "unsupported_mode", "this server runs without an SFU; use \"p2p\"")
+			return
+		}
 	default:
 		writeError(w, http.StatusBadRequest, "bad_mode", "mode must be \"p2p\" or \"sfu\"")
 		return
