@@ -257,9 +257,7 @@ func (c *Config) Validate() error {
 	}
 
 	switch c.Rooms.DefaultMode {
-	case ModeP2P:
-	case ModeSFU:
-		bad("rooms.default_mode", "sfu rooms are not available in this build yet")
+	case ModeP2P, ModeSFU:
 	default:
 		bad("rooms.default_mode", "%q is not p2p or sfu", c.Rooms.DefaultMode)
 	}

@@ -385,7 +385,6 @@ var badValues = []struct{ name, yaml, key string }{
 	{"cert without key", "tls:\n  cert: cert.pem\n", "tls.key"},
 	{"key without cert", "tls:\n  key: key.pem\n", "tls.cert"},
 	{"mode unknown", "rooms:\n  default_mode: mesh\n", "rooms.default_mode"},
-	{"mode sfu not yet", "rooms:\n  default_mode: sfu\n", "rooms.default_mode"},
 	{"mode empty", "rooms:\n  default_mode: \"\"\n", "rooms.default_mode"},
 	{"max participants 1", "rooms:\n  max_participants: 1\n", "rooms.max_participants"},
 	{"max participants 1001", "rooms:\n  max_participants: 1001\n", "rooms.max_participants"},

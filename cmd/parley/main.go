@@ -21,6 +21,7 @@ import (
 	"time"
 
 	"github.com/parley-chat/parley/config"
+	"github.com/parley-chat/parley/sfu"
 	"github.com/parley-chat/parley/signaling"
 	"github.com/parley-chat/parley/turn"
 	"github.com/parley-chat/parley/web"
@@ -78,27 +79,41 @@ func run(ctx context.Context, cfg config.Config, log *slog.Logger, stdout io.Wri
 		ln = tls.NewListener(ln, tlsConfig)
 	}
 
-	publicIP, err := advertisedIP(cfg, log)
-	if err != nil {
-		ln.Close()
+	// Until everything has started, a failure closes what is already open.
+	opened := []io.Closer{ln}
+	fail := func(err error) error {
+		for i := len(opened) - 1; i >= 0; i-- {
+			opened[i].Close()
+		}
 		return err
 	}
+
+	publicIP, err := advertisedIP(cfg, log)
+	if err != nil {
+		return fail(err)
+	}
+	sfuListeners, err := sfu.Listen(cfg.SFU, "")
+	if err != nil {
+		return fail(err)
+	}
+	opened = append(opened, sfuListeners)
 	var turnSrv *turn.Server
 	if cfg.TURN.Enabled {
 		ls, err := turn.Listen(cfg.TURN, tlsConfig != nil)
 		if err != nil {
-			ln.Close()
-			return err
+			return fail(err)
 		}
+		// Relays may always reach the SFU's media port.
+		sfuPort := uint16(sfuListeners.UDPAddr().(*net.UDPAddr).Port)
 		turnSrv, err = turn.New(cfg.TURN, ls, turn.Options{
-			PublicIPs: []netip.Addr{publicIP},
-			TLSConfig: tlsConfig,
+			PublicIPs:      []netip.Addr{publicIP},
+			TLSConfig:      tlsConfig,
+			AllowPeerAddrs: []netip.AddrPort{netip.AddrPortFrom(publicIP, sfuPort)},
 		}, log.With("part", "turn"))
 		if err != nil {
-			ln.Close()
-			return fmt.Errorf("start TURN: %w", err)
+			return fail(fmt.Errorf("start TURN: %w", err))
 		}
-		defer turnSrv.Close() // last: after HTTP and the WebSockets
+		defer turnSrv.Close() // last: after HTTP, the WebSockets and the SFU
 	}
 	var tlsHost string
 	if tlsConfig != nil {
@@ -106,7 +121,14 @@ func run(ctx context.Context, cfg config.Config, log *slog.Logger, stdout io.Wri
 	}
 	ice := turn.NewProvider(cfg.TURN, turnSrv, tlsHost)
 
+	media, err := sfu.New(sfuListeners, sfu.Options{PublicIP: publicIP.String()}, log.With("part", "sfu"))
+	if err != nil {
+		return fail(fmt.Errorf("start SFU: %w", err))
+	}
+	defer media.Close() // after the WebSockets, before TURN
+
 	sig := signaling.New(cfg.Rooms, cfg.Signaling, iceAdapter(ice), log.With("part", "signaling"))
+	sig.EnableSFU(mediaServer{media})
 	mux := http.NewServeMux()
 	sig.Register(mux)
 	site := web.Handler()

@@ -26,6 +26,7 @@ func testConfig(t *testing.T) config.Config {
 	cfg := config.Default()
 	cfg.Listen = "127.0.0.1:0"
 	cfg.TURN.Enabled = false
+	cfg.SFU.UDPPort, cfg.SFU.TCPPort = 0, 0
 	return cfg
 }
 
@@ -170,7 +171,7 @@ func TestBinary(t *testing.T) {
 	})
 
 	t.Run("SIGTERM", func(t *testing.T) {
-		cmd := exec.Command(bin, "--listen", "127.0.0.1:0", "--turn=false")
+		cmd := exec.Command(bin, "--listen", "127.0.0.1:0", "--turn=false", "--sfu-udp-port=0", "--sfu-tcp-port=0")
 		stdout, _ := cmd.StdoutPipe()
 		cmd.Stderr = tWriter{t}
 		if err := cmd.Start(); err != nil {
@@ -197,4 +198,3 @@ func TestBinary(t *testing.T) {
 		t.Logf("exited %v after SIGTERM", time.Since(start))
 	})
 }
-

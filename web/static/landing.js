@@ -12,7 +12,8 @@ newRoom.addEventListener('click', async () => {
   newRoom.disabled = true;
   status.textContent = 'Creating a room…';
   try {
-    const room = await createRoom({});
+    const mode = document.getElementById('room-mode').value;
+    const room = await createRoom(mode ? { mode } : {});
     window.location.assign(sameOrigin(room.url) ?? roomPath(room.id));
   } catch (err) {
     status.textContent = `Could not create a room: ${err.message}`;

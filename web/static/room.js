@@ -135,6 +135,9 @@ function onJoined(msg) {
     // Mesh: the newcomer offers to everyone already there.
     if (parley.mode !== 'sfu') connect(p.id, true);
   }
+  // SFU: one connection to the server, which we offer first; from then on
+  // the server offers whenever the tracks it forwards to us change.
+  if (parley.mode === 'sfu') connect(SFU_PEER, true);
   sendMedia();
   const n = others.length;
   ui.setStatus(n === 0
@@ -181,10 +184,15 @@ function showMissing() {
 // --- peer connections ---
 
 /** connect creates the connection to peerId; the offerer adds its transceivers. */
+/** SFU_PEER is the participant id that stands for the server in SFU rooms. */
+const SFU_PEER = 'sfu';
+
 function connect(peerId, offerer) {
   const peer = new Peer({
     id: peerId,
     // The SFU side is the server; it drives negotiation, so we yield.
+    // (Its id, "sfu", cannot collide with a participant id: those are 12
+    // characters.)
     polite: parley.mode === 'sfu' || parley.id < peerId,
     iceServers,
     stream: media.stream,

@@ -1,0 +1,238 @@
+package sfu
+
+import (
+	"sync"
+	"sync/atomic"
+	"time"
+
+	"github.com/pion/rtcp"
+	"github.com/pion/rtp"
+	"github.com/pion/sdp/v3"
+	"github.com/pion/webrtc/v4"
+)
+
+// downTrack forwards one published track to one subscriber. It is the
+// webrtc.TrackLocal of the subscriber's sender, with its own bounded queue
+// and writer goroutine: the publisher's read loop only enqueues, so a slow
+// or stalled subscriber (a full socket buffer, an ICE-TCP connection that
+// does not drain) delays nobody but itself.
+//
+// (A shared TrackLocalStaticRTP would write to every subscriber from the
+// read loop, one after the other: one blocked write would hold up all of
+// them, and the loop too.)
+type downTrack struct {
+	// Static after construction.
+	pub   *pubTrack
+	sub   *Participant
+	stats *counters
+	queue chan *rtp.Packet
+	done  chan struct{} // closed by close: the writer ends
+
+	// Set under sub.negMu before rtcpLoop starts, then static.
+	transceiver *webrtc.RTPTransceiver
+	sender      *webrtc.RTPSender
+
+	bound     atomic.Bool // Bind is done: enqueue accepts packets
+	stopped   atomic.Bool // close has been called
+	countedAs atomic.Bool // counted in sub.videoDowns
+	closeOnce sync.Once
+
+	// Set by Bind before the writer starts, then owned by the writer.
+	ssrc   uint32
+	pt     uint8
+	writer webrtc.TrackLocalWriter
+	extMap []extPair // publisher's header extension ID → subscriber's
+	absID  uint8     // abs-send-time ID, 0 when not negotiated
+	extBuf []rtp.Extension
+	absBuf [3]byte
+}
+
+type extPair struct{ from, to uint8 }
+
+func newDownTrack(t *pubTrack, sub *Participant) *downTrack {
+	return &downTrack{
+		pub:   t,
+		sub:   sub,
+		stats: &sub.sfu.stats,
+		queue: make(chan *rtp.Packet, sub.sfu.queueSize),
+		done:  make(chan struct{}),
+	}
+}
+
+// ID is the track id the subscriber sees: "audio", "video", or kind-mid for
+// a publisher's further tracks (a screen share).
+func (d *downTrack) ID() string { return d.pub.id }
+
+// StreamID is the publisher's participant id: the browser's ontrack
+// event.streams[0].id tells which participant (tile) a track belongs to.
+func (d *downTrack) StreamID() string { return d.pub.owner.id }
+
+// RID is empty: no simulcast.
+func (d *downTrack) RID() string { return "" }
+
+// Kind is audio or video.
+func (d *downTrack) Kind() webrtc.RTPCodecType { return d.pub.kind }
+
+// Bind is called by pion when the subscriber's answer is applied. It picks
+// the negotiated payload type of the publisher's codec and starts the writer.
+func (d *downTrack) Bind(ctx webrtc.TrackLocalContext) (webrtc.RTPCodecParameters, error) {
+	negotiated := ctx.CodecParameters()
+	var codec *webrtc.RTPCodecParameters
+	for i := range negotiated {
+		if codecMatches(d.pub.codec.RTPCodecCapability, negotiated[i].RTPCodecCapability) {
+			codec = &negotiated[i]
+			break
+		}
+	}
+	if codec == nil {
+		// Binding fails only for this track; an error would fail the whole
+		// answer. The subscriber gets nothing on this m-line.
+		d.sub.log.Warn("sfu: subscriber lacks the publisher's codec; not forwarded",
+			"from", d.pub.owner.id, "track", d.pub.id, "codec", d.pub.codec.MimeType)
+		if len(negotiated) == 0 {
+			return webrtc.RTPCodecParameters{}, webrtc.ErrUnsupportedCodec
+		}
+		return negotiated[0], nil
+	}
+	if d.bound.Load() {
+		return *codec, nil
+	}
+
+	d.ssrc, d.pt, d.writer = uint32(ctx.SSRC()), uint8(codec.PayloadType), ctx.WriteStream()
+	for _, se := range ctx.HeaderExtensions() {
+		if se.URI == sdp.ABSSendTimeURI && d.pub.kind == webrtc.RTPCodecTypeVideo {
+			d.absID = uint8(se.ID)
+		}
+		if !forwardedExtensions[se.URI] {
+			continue
+		}
+		for _, pe := range d.pub.exts {
+			if pe.URI == se.URI {
+				d.extMap = append(d.extMap, extPair{from: uint8(pe.ID), to: uint8(se.ID)})
+			}
+		}
+	}
+	if !d.sub.sfu.spawn(d.writeLoop) {
+		return *codec, nil
+	}
+	d.bound.Store(true)
+	if d.pub.kind == webrtc.RTPCodecTypeVideo && !d.stopped.Load() && d.countedAs.CompareAndSwap(false, true) {
+		d.sub.videoDowns.Add(1)
+	}
+	// A new subscriber: ask for a keyframe now, so that its first frame
+	// does not wait for the publisher's next one.
+	d.pub.requestKeyframe()
+	return *codec, nil
+}
+
+// Unbind is called by pion when the sender stops.
+func (d *downTrack) Unbind(webrtc.TrackLocalContext) error {
+	d.close()
+	return nil
+}
+
+// close stops the writer. Packets still queued are dropped.
+func (d *downTrack) close() {
+	d.closeOnce.Do(func() {
+		d.stopped.Store(true)
+		close(d.done)
+		if d.countedAs.CompareAndSwap(true, false) {
+			d.sub.videoDowns.Add(-1)
+		}
+	})
+}
+
+// enqueue hands a packet to the writer without ever blocking: when the
+// queue is full the packet is dropped and counted.
+func (d *downTrack) enqueue(pkt *rtp.Packet) {
+	if !d.bound.Load() || d.stopped.Load() {
+		return
+	}
+	select {
+	case d.queue <- pkt:
+	default:
+		d.stats.dropped.Add(1)
+	}
+}
+
+func (d *downTrack) writeLoop() {
+	for {
+		select {
+		case <-d.done:
+			return
+		case pkt := <-d.queue:
+			d.write(pkt)
+		}
+	}
+}
+
+// write sends one packet with the subscriber's SSRC, payload type and
+// header extension IDs. The packet is shared with the other subscribers:
+// only the header copy is changed.
+func (d *downTrack) write(pkt *rtp.Packet) {
+	h := pkt.Header
+	h.SSRC, h.PayloadType = d.ssrc, d.pt
+	h.Extension, h.ExtensionProfile, h.Extensions = false, 0, d.extBuf[:0]
+	for _, m := range d.extMap {
+		if v := pkt.Header.GetExtension(m.from); v != nil {
+			_ = h.SetExtension(m.to, v)
+		}
+	}
+	if d.absID != 0 {
+		putAbsSendTime(&d.absBuf, time.Now())
+		_ = h.SetExtension(d.absID, d.absBuf[:])
+	}
+	d.extBuf = h.Extensions[:0]
+	// pion copies what it keeps (the NACK cache), so the buffers can be
+	// reused for the next packet.
+	if _, err := d.writer.WriteRTP(&h, pkt.Payload); err != nil {
+		return
+	}
+	d.stats.forwardedPackets.Add(1)
+	d.stats.forwardedBytes.Add(uint64(h.MarshalSize() + len(pkt.Payload) + int(h.PaddingSize)))
+}
+
+// putAbsSendTime writes the abs-send-time extension: 24 bits of the NTP
+// time, 6.18 fixed point seconds.
+func putAbsSendTime(b *[3]byte, now time.Time) {
+	ns := uint64(now.UnixNano())
+	ntp := (ns/1e9+0x83AA7E80)<<32 | (ns%1e9)<<32/1e9
+	v := ntp >> 14
+	b[0], b[1], b[2] = byte(v>>16), byte(v>>8), byte(v)
+}
+
+// rtcpLoop reads the subscriber's RTCP for this track until the sender
+// stops. Reading is what lets the NACK responder see the NACKs (it resends
+// from its cache); PLI and FIR go on to the publisher, REMB to the
+// subscriber's estimate.
+func (d *downTrack) rtcpLoop() {
+	buf := make([]byte, 1500)
+	errs := 0
+	for {
+		n, _, err := d.sender.Read(buf)
+		if err != nil {
+			if errs++; isClosed(err) || d.stopped.Load() || errs > maxReadErrors {
+				return
+			}
+			continue
+		}
+		errs = 0
+		pkts, err := rtcp.Unmarshal(buf[:n])
+		if err != nil {
+			continue
+		}
+		for _, pkt := range pkts {
+			switch pkt := pkt.(type) {
+			case *rtcp.PictureLossIndication, *rtcp.FullIntraRequest:
+				d.stats.keyframeRequests.Add(1)
+				d.pub.requestKeyframe()
+			case *rtcp.ReceiverEstimatedMaximumBitrate:
+				d.sub.setREMB(pkt.Bitrate)
+			case *rtcp.TransportLayerNack:
+				for _, pair := range pkt.Nacks {
+					d.stats.nacksReceived.Add(uint64(len(pair.PacketList())))
+				}
+			}
+		}
+	}
+}

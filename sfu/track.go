@@ -1,0 +1,246 @@
+package sfu
+
+import (
+	"errors"
+	"io"
+	"math"
+	"net"
+	"slices"
+	"sync"
+	"sync/atomic"
+	"time"
+
+	"github.com/pion/rtcp"
+	"github.com/pion/rtp"
+	"github.com/pion/webrtc/v4"
+)
+
+// Keyframe requests and bitrate limits sent to publishers.
+const (
+	// pliInterval is the least time between two keyframe requests for one
+	// track: each keyframe costs the publisher a burst of bitrate, and a room
+	// of subscribers asking at once needs only one.
+	pliInterval = 500 * time.Millisecond
+	// audioAllowance is added to a publisher's bitrate limit per audio track:
+	// browsers apply REMB to everything they send on the connection.
+	audioAllowance = 64_000
+	// minREMB is the least bitrate a publisher is asked to go down to.
+	minREMB = 100_000
+)
+
+// maxReadErrors is how many read errors in a row end a read loop that did
+// not see its stream closed.
+const maxReadErrors = 100
+
+// pubTrack is a track a participant publishes, and the forwarding of it to
+// the other participants.
+type pubTrack struct {
+	// Static after construction.
+	owner    *Participant
+	remote   *webrtc.TrackRemote
+	receiver *webrtc.RTPReceiver
+	id       string // the forwarded track id: "audio", "video", or kind-mid for more
+	kind     webrtc.RTPCodecType
+	codec    webrtc.RTPCodecParameters
+	ssrc     uint32
+	exts     []webrtc.RTPHeaderExtensionParameter // negotiated with the publisher
+
+	// downs are the subscribers' forwards. Copy on write under mu; the read
+	// loop loads it once per packet without locking.
+	downs atomic.Pointer[[]*downTrack]
+
+	mu       sync.Mutex
+	closed   bool        // Guarded by mu.
+	lastPLI  time.Time   // Guarded by mu.
+	pliTimer *time.Timer // Guarded by mu: a keyframe request is scheduled.
+}
+
+func newPubTrack(owner *Participant, remote *webrtc.TrackRemote, recv *webrtc.RTPReceiver) *pubTrack {
+	t := &pubTrack{
+		owner:    owner,
+		remote:   remote,
+		receiver: recv,
+		kind:     remote.Kind(),
+		codec:    remote.Codec(),
+		ssrc:     uint32(remote.SSRC()),
+		exts:     recv.GetParameters().HeaderExtensions,
+	}
+	t.downs.Store(&[]*downTrack{})
+	t.id = t.kind.String() + "-" + remote.ID()
+	// The browser's first m-line of a kind is its camera or microphone:
+	// "audio" and "video". Any other (a screen share) is named after its mid.
+	first := true
+	for _, tr := range owner.pc.GetTransceivers() {
+		if tr.Kind() != t.kind {
+			continue
+		}
+		if tr.Receiver() == recv {
+			if first {
+				t.id = t.kind.String()
+			} else {
+				t.id = t.kind.String() + "-" + tr.Mid()
+			}
+			break
+		}
+		first = false
+	}
+	return t
+}
+
+// attach adds a subscriber's forward, unless the track has ended.
+func (t *pubTrack) attach(d *downTrack) bool {
+	t.mu.Lock()
+	defer t.mu.Unlock()
+	if t.closed {
+		return false
+	}
+	downs := append(slices.Clone(*t.downs.Load()), d)
+	t.downs.Store(&downs)
+	return true
+}
+
+// detach removes a subscriber's forward.
+func (t *pubTrack) detach(d *downTrack) {
+	t.mu.Lock()
+	defer t.mu.Unlock()
+	downs := slices.DeleteFunc(slices.Clone(*t.downs.Load()), func(x *downTrack) bool { return x == d })
+	t.downs.Store(&downs)
+}
+
+// close marks the track ended: no new subscribers, no more keyframe
+// requests. Subscribers drop their forwards when they reconcile.
+func (t *pubTrack) close() {
+	t.mu.Lock()
+	defer t.mu.Unlock()
+	t.closed = true
+	if t.pliTimer != nil {
+		t.pliTimer.Stop()
+		t.pliTimer = nil
+	}
+}
+
+// readLoop reads the publisher's packets and hands each to every
+// subscriber's queue, until the track ends. It never waits for a
+// subscriber: a full queue drops the packet (see downTrack.enqueue).
+func (t *pubTrack) readLoop() {
+	buf := make([]byte, 1600)
+	errs := 0
+	for {
+		n, _, err := t.remote.Read(buf)
+		if err != nil {
+			if errs++; isClosed(err) || errs > maxReadErrors {
+				return
+			}
+			continue
+		}
+		errs = 0
+		// One copy per packet, shared read-only by every subscriber.
+		data := make([]byte, n)
+		copy(data, buf[:n])
+		pkt := &rtp.Packet{}
+		if err := pkt.Unmarshal(data); err != nil {
+			continue
+		}
+		for _, d := range *t.downs.Load() {
+			d.enqueue(pkt)
+		}
+	}
+}
+
+// rtcpLoop reads the publisher's RTCP (sender reports) so that the report
+// interceptor can answer them with receiver reports that carry the round
+// trip time.
+func (t *pubTrack) rtcpLoop() {
+	buf := make([]byte, 1500)
+	errs := 0
+	for {
+		if _, _, err := t.receiver.Read(buf); err != nil {
+			if errs++; isClosed(err) || errs > maxReadErrors {
+				return
+			}
+			continue
+		}
+		errs = 0
+	}
+}
+
+// requestKeyframe asks the publisher for a keyframe, at most once per
+// pliInterval: a request within the interval is sent at its end (one for
+// all that came meanwhile), so none is lost and a crowd asking at once
+// costs one keyframe.
+func (t *pubTrack) requestKeyframe() {
+	if t.kind != webrtc.RTPCodecTypeVideo {
+		return
+	}
+	t.mu.Lock()
+	if t.closed || t.pliTimer != nil {
+		t.mu.Unlock()
+		return
+	}
+	if wait := pliInterval - time.Since(t.lastPLI); wait > 0 {
+		t.pliTimer = time.AfterFunc(wait, t.sendScheduledPLI)
+		t.mu.Unlock()
+		return
+	}
+	t.lastPLI = time.Now()
+	t.mu.Unlock()
+	t.sendPLI()
+}
+
+func (t *pubTrack) sendScheduledPLI() {
+	t.mu.Lock()
+	t.pliTimer = nil
+	if t.closed {
+		t.mu.Unlock()
+		return
+	}
+	t.lastPLI = time.Now()
+	t.mu.Unlock()
+	t.sendPLI()
+}
+
+func (t *pubTrack) sendPLI() {
+	if writeRTCP(t.owner, &rtcp.PictureLossIndication{MediaSSRC: t.ssrc}) {
+		t.owner.sfu.stats.plisSent.Add(1)
+	}
+}
+
+// sendREMB tells publisher p the bitrate its subscribers can take: for each
+// of its video tracks the smallest share any subscriber's browser estimated
+// (its downlink estimate divided among the videos it receives), summed,
+// plus room for its audio. Only when every video track has an estimate:
+// REMB limits all the publisher sends, and a track nobody measured must not
+// be limited by the others.
+func (p *Participant) sendREMB(tracks []*pubTrack, now time.Time) {
+	var total float64
+	var ssrcs []uint32
+	for _, t := range tracks {
+		if t.kind == webrtc.RTPCodecTypeAudio {
+			total += audioAllowance
+			continue
+		}
+		least := math.Inf(1)
+		for _, d := range *t.downs.Load() {
+			if share, ok := d.sub.rembShare(now); ok && share < least {
+				least = share
+			}
+		}
+		if math.IsInf(least, 1) {
+			return
+		}
+		total += least
+		ssrcs = append(ssrcs, t.ssrc)
+	}
+	if len(ssrcs) == 0 {
+		return
+	}
+	total = max(total, minREMB)
+	if writeRTCP(p, &rtcp.ReceiverEstimatedMaximumBitrate{Bitrate: float32(total), SSRCs: ssrcs}) {
+		p.sfu.stats.rembsSent.Add(1)
+	}
+}
+
+// isClosed reports whether a read error means the stream is gone.
+func isClosed(err error) bool {
+	return errors.Is(err, io.EOF) || errors.Is(err, io.ErrClosedPipe) || errors.Is(err, net.ErrClosed)
+}
