@@ -11,20 +11,25 @@ import (
 // participant joining someone already in the room. It reports the median over
 // b.N joins (run with -benchtime 7x or more).
 func BenchmarkJoinToFirstFrame(b *testing.B) {
-	ds := joinToFirstFrame(b, b.N)
-	b.ReportMetric(float64(median(ds).Microseconds())/1000, "ms-median")
-	b.ReportMetric(float64(slices.Max(ds).Microseconds())/1000, "ms-max")
-	b.ReportMetric(0, "ns/op")
+	for _, mode := range []string{"p2p", "sfu"} {
+		b.Run(mode, func(b *testing.B) {
+			ds := joinToFirstFrame(b, b.N, mode)
+			b.ReportMetric(float64(median(ds).Microseconds())/1000, "ms-median")
+			b.ReportMetric(float64(slices.Max(ds).Microseconds())/1000, "ms-max")
+			b.ReportMetric(0, "ns/op")
+		})
+	}
 }
 
-// joinToFirstFrame runs n joins and returns each one's join-to-first-frame time.
-func joinToFirstFrame(t testing.TB, n int, serverArgs ...string) []time.Duration {
-	ns, srv := lan(t, serverArgs...)
+// joinToFirstFrame runs n joins in rooms of the given mode and returns each
+// one's join-to-first-frame time.
+func joinToFirstFrame(t testing.TB, n int, mode string) []time.Duration {
+	ns, srv := lan(t)
 	br := newBrowser(t, ns)
 	host := br.newPage(t, "host")
 	var out []time.Duration
 	for i := range n {
-		url := newRoom(host, srv.url)
+		url := newRoomWithMode(host, srv.url, mode)
 		join(host, url, "Host")
 		guest := br.newPage(t, "guest")
 		guest.addInitScript(probeJS)
@@ -46,6 +51,68 @@ func joinToFirstFrame(t testing.TB, n int, serverArgs ...string) []time.Duration
 	return out
 }
 
+// BenchmarkUplink measures what each of four Chromium participants uploads
+// (outbound RTP bytes from getStats, over all its connections) during a fixed
+// window, once in a mesh room and once in an SFU room, and reports the ratio.
+func BenchmarkUplink(b *testing.B) {
+	const window = 15 * time.Second
+	perMode := map[string]float64{}
+	for _, mode := range []string{"p2p", "sfu"} {
+		ns, srv := lan(b)
+		br := newBrowser(b, ns)
+		names := []string{"Ann", "Ben", "Cat", "Dan"}
+		pages := make([]*page, len(names))
+		for i, n := range names {
+			pages[i] = br.newPage(b, n)
+		}
+		url := newRoomWithMode(pages[0], srv.url, mode)
+		for i, p := range pages {
+			join(p, url, names[i])
+		}
+		for _, p := range pages {
+			p.waitFor(`remoteTiles().length === 3 && remoteFrames().every(f => f.frames > 0)`, 30*time.Second)
+		}
+		// Let bandwidth estimation settle, then measure a window.
+		time.Sleep(5 * time.Second) // a fixed settling time is the measurement, not a wait for an event
+		before := uplinkBytes(pages)
+		time.Sleep(window) // the measured window
+		after := uplinkBytes(pages)
+		var total float64
+		for i := range pages {
+			total += after[i] - before[i]
+		}
+		perParticipant := total / float64(len(pages)) * 8 / window.Seconds() / 1000
+		perMode[mode] = perParticipant
+		b.Logf("%s: uplink per participant %.0f kbit/s (%v)", mode, perParticipant, func() []int {
+			var k []int
+			for i := range pages {
+				k = append(k, int((after[i]-before[i])*8/window.Seconds()/1000))
+			}
+			return k
+		}())
+		b.ReportMetric(perParticipant, mode+"-kbit/s")
+		for _, p := range pages {
+			p.cancel()
+		}
+	}
+	b.ReportMetric(perMode["sfu"]/perMode["p2p"], "sfu/mesh")
+	b.ReportMetric(0, "ns/op")
+}
+
+// uplinkBytes returns, for each page, the RTP bytes it has sent so far.
+func uplinkBytes(pages []*page) []float64 {
+	out := make([]float64, len(pages))
+	for i, p := range pages {
+		p.value(`(async () => {
+			let sent = 0;
+			for (const { pc } of window.parley.connections())
+				(await pc.getStats()).forEach(r => { if (r.type === 'outbound-rtp') sent += (r.bytesSent || 0) + (r.headerBytesSent || 0); });
+			return sent;
+		})()`, &out[i])
+	}
+	return out
+}
+
 func median(ds []time.Duration) time.Duration {
 	s := slices.Clone(ds)
 	slices.Sort(s)
@@ -55,7 +122,7 @@ func median(ds []time.Duration) time.Duration {
 // probeJS records when each step of a join happens, so the benchmark can say
 // where the time goes.
 const probeJS = `(() => {
-	const probe = window.__probe = {}; window.__jbt = 0;
+	const probe = window.__probe = {};
 	const mark = k => { if (!(k in probe)) probe[k] = performance.now(); };
 	const WS = window.WebSocket;
 	window.WebSocket = class extends WS {
@@ -72,7 +139,7 @@ const probeJS = `(() => {
 			this.addEventListener('icecandidate', () => mark('firstCandidate'));
 			this.addEventListener('iceconnectionstatechange', () => { if (this.iceConnectionState === 'connected') mark('iceConnected'); });
 			this.addEventListener('connectionstatechange', () => { if (this.connectionState === 'connected') mark('dtlsConnected'); });
-			this.addEventListener('track', (e) => { mark('track'); if (window.__jbt !== undefined) e.receiver.jitterBufferTarget = window.__jbt; e.receiver.playoutDelayHint = 0; });
+			this.addEventListener('track', () => mark('track'));
 		}
 	};
 })();`
