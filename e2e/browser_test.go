@@ -157,11 +157,12 @@ func (p *page) click(name string) {
 }
 
 // waitFor polls a JavaScript condition until it is truthy or the timeout ends.
+// The condition may be a promise; its resolved value counts.
 func (p *page) waitFor(cond string, timeout time.Duration) {
 	p.t.Helper()
 	deadline := time.Now().Add(timeout)
 	for {
-		ok, err := evalJS[bool](p, "!!("+cond+")")
+		ok, err := evalJS[bool](p, "(async () => !!(await ("+cond+")))()")
 		if err == nil && ok {
 			return
 		}

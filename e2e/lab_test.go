@@ -135,8 +135,9 @@ func mustRun(t testing.TB, args ...string) {
 }
 
 // link joins two namespaces with a veth pair and gives each end an address
-// (CIDR notation). Either namespace may be the same.
-func link(t testing.TB, a *netns, aAddr string, b *netns, bAddr string) {
+// (CIDR notation). Either namespace may be the same. It returns the names of
+// the interfaces in a and in b, for routes and firewall rules.
+func link(t testing.TB, a *netns, aAddr string, b *netns, bAddr string) (aIf, bIf string) {
 	t.Helper()
 	id := nsCounter.Add(1)
 	ea, eb := fmt.Sprintf("va%d", id), fmt.Sprintf("vb%d", id)
@@ -145,6 +146,7 @@ func link(t testing.TB, a *netns, aAddr string, b *netns, bAddr string) {
 	b.run(t, "ip", "addr", "add", bAddr, "dev", eb)
 	a.run(t, "ip", "link", "set", ea, "up")
 	b.run(t, "ip", "link", "set", eb, "up")
+	return ea, eb
 }
 
 // server is a running parley process inside a namespace.
