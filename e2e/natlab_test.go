@@ -39,6 +39,7 @@ type natLabOptions struct {
 	serverArgs []string // extra parley flags
 	blockUDPA  bool     // natA drops every UDP packet from lanA
 	initJS     string   // runs in both pages before the page's own scripts
+	mode       string   // room mode; "" is the server's default (p2p)
 }
 
 // natLab is a built lab with one participant on each side, both on the
@@ -75,7 +76,11 @@ func newNATLab(t *testing.T, o natLabOptions) *natLab {
 		alice.addInitScript(o.initJS)
 		bob.addInitScript(o.initJS)
 	}
-	return &natLab{alice: alice, bob: bob, room: newRoom(alice, srv.url)}
+	room := newRoom
+	if o.mode != "" {
+		room = func(p *page, base string) string { return newRoomWithMode(p, base, o.mode) }
+	}
+	return &natLab{alice: alice, bob: bob, room: room(alice, srv.url)}
 }
 
 // homeNetwork builds a NAT router linked to inet by the /30 at
@@ -261,6 +266,23 @@ func TestNATLabCallThroughTURN(t *testing.T) {
 		p.value(iceSummaryJS, &sum)
 		t.Logf("%s: selected pair: %v\n%v", p.name, pair, sum)
 		expectRelayToRelay(p, pair)
+	}
+}
+
+// TestNATLabSFUWithoutTURN: in an SFU room each browser only needs a path to
+// the server's public address, which a symmetric NAT allows, so the call works
+// with the built-in TURN turned off.
+func TestNATLabSFUWithoutTURN(t *testing.T) {
+	lab := newNATLab(t, natLabOptions{serverArgs: []string{"--turn=false"}, mode: "sfu"})
+	lab.join()
+	expectVideoFrom(lab.alice, "Bob")
+	expectVideoFrom(lab.bob, "Alice")
+	for _, p := range []*page{lab.alice, lab.bob} {
+		pair := selectedPair(p)
+		t.Logf("%s: selected pair: %v", p.name, pair)
+		if pair.Remote.Address != labServerIP || pair.Local.Type == "relay" {
+			t.Fatalf("%s: selected pair %v, want a direct path to the server's public address %s", p.name, pair, labServerIP)
+		}
 	}
 }
 
