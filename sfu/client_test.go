@@ -311,13 +311,15 @@ func (c *client) offer() {
 // would first roll back an offer of its own that crossed this one; pion has
 // no rollback, so the tests make crossing offers without applying them.)
 func (c *client) onServerOffer(sdp string) {
-	c.mu.Lock()
-	if c.holdOffers {
-		c.held = append(c.held, sdp)
-		c.mu.Unlock()
+	held := false
+	c.update(func() {
+		if held = c.holdOffers; held {
+			c.held = append(c.held, sdp)
+		}
+	})
+	if held {
 		return
 	}
-	c.mu.Unlock()
 	if os.Getenv("PARLEY_SFU_DEBUG") != "" {
 		c.t.Logf("%s: server offer:\n%s", c.id, sdp)
 	}

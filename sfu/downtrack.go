@@ -32,10 +32,11 @@ type downTrack struct {
 	transceiver *webrtc.RTPTransceiver
 	sender      *webrtc.RTPSender
 
-	bound     atomic.Bool // Bind is done: enqueue accepts packets
-	stopped   atomic.Bool // close has been called
-	countedAs atomic.Bool // counted in sub.videoDowns
-	closeOnce sync.Once
+	// mu orders Bind and close; enqueue reads the flags without it.
+	mu      sync.Mutex
+	bound   atomic.Bool // Bind is done: enqueue accepts packets
+	stopped atomic.Bool // close has been called
+	counted bool        // counted in sub.videoDowns; guarded by mu
 
 	// Set by Bind before the writer starts, then owned by the writer.
 	ssrc   uint32
@@ -85,19 +86,35 @@ func (d *downTrack) Bind(ctx webrtc.TrackLocalContext) (webrtc.RTPCodecParameter
 		}
 	}
 	if codec == nil {
-		// Binding fails only for this track; an error would fail the whole
-		// answer. The subscriber gets nothing on this m-line.
+		// Not an error, which would fail the whole answer (and the next
+		// offer the same way): the subscriber gets nothing on this m-line.
 		d.sub.log.Warn("sfu: subscriber lacks the publisher's codec; not forwarded",
 			"from", d.pub.owner.id, "track", d.pub.id, "codec", d.pub.codec.MimeType)
 		if len(negotiated) == 0 {
-			return webrtc.RTPCodecParameters{}, webrtc.ErrUnsupportedCodec
+			return d.pub.codec, nil
 		}
 		return negotiated[0], nil
 	}
-	if d.bound.Load() {
+	if !d.bind(ctx, codec) {
 		return *codec, nil
 	}
+	// A new subscriber: ask for a keyframe now, so that its first frame
+	// does not wait for the publisher's next one. Unless its connection is
+	// still coming up: that keyframe would be lost, and would hold back
+	// (rate limit) the one asked for when it is up (see applyState).
+	if d.pub.kind == webrtc.RTPCodecTypeVideo && d.sub.connected() {
+		d.pub.requestKeyframe(pliIntervalNew)
+	}
+	return *codec, nil
+}
 
+// bind sets up the writer for codec, unless already done or closed.
+func (d *downTrack) bind(ctx webrtc.TrackLocalContext, codec *webrtc.RTPCodecParameters) bool {
+	d.mu.Lock()
+	defer d.mu.Unlock()
+	if d.bound.Load() || d.stopped.Load() {
+		return false
+	}
 	d.ssrc, d.pt, d.writer = uint32(ctx.SSRC()), uint8(codec.PayloadType), ctx.WriteStream()
 	for _, se := range ctx.HeaderExtensions() {
 		if se.URI == sdp.ABSSendTimeURI && d.pub.kind == webrtc.RTPCodecTypeVideo {
@@ -113,16 +130,14 @@ func (d *downTrack) Bind(ctx webrtc.TrackLocalContext) (webrtc.RTPCodecParameter
 		}
 	}
 	if !d.sub.sfu.spawn(d.writeLoop) {
-		return *codec, nil
+		return false
 	}
 	d.bound.Store(true)
-	if d.pub.kind == webrtc.RTPCodecTypeVideo && !d.stopped.Load() && d.countedAs.CompareAndSwap(false, true) {
+	if d.pub.kind == webrtc.RTPCodecTypeVideo {
+		d.counted = true
 		d.sub.videoDowns.Add(1)
 	}
-	// A new subscriber: ask for a keyframe now, so that its first frame
-	// does not wait for the publisher's next one.
-	d.pub.requestKeyframe()
-	return *codec, nil
+	return true
 }
 
 // Unbind is called by pion when the sender stops.
@@ -133,13 +148,17 @@ func (d *downTrack) Unbind(webrtc.TrackLocalContext) error {
 
 // close stops the writer. Packets still queued are dropped.
 func (d *downTrack) close() {
-	d.closeOnce.Do(func() {
-		d.stopped.Store(true)
-		close(d.done)
-		if d.countedAs.CompareAndSwap(true, false) {
-			d.sub.videoDowns.Add(-1)
-		}
-	})
+	d.mu.Lock()
+	defer d.mu.Unlock()
+	if d.stopped.Load() {
+		return
+	}
+	d.stopped.Store(true)
+	close(d.done)
+	if d.counted {
+		d.counted = false
+		d.sub.videoDowns.Add(-1)
+	}
 }
 
 // enqueue hands a packet to the writer without ever blocking: when the
@@ -225,7 +244,7 @@ func (d *downTrack) rtcpLoop() {
 			switch pkt := pkt.(type) {
 			case *rtcp.PictureLossIndication, *rtcp.FullIntraRequest:
 				d.stats.keyframeRequests.Add(1)
-				d.pub.requestKeyframe()
+				d.pub.requestKeyframe(pliInterval)
 			case *rtcp.ReceiverEstimatedMaximumBitrate:
 				d.sub.setREMB(pkt.Bitrate)
 			case *rtcp.TransportLayerNack:

@@ -68,7 +68,12 @@ func Listen(cfg config.SFU, bindIP string) (*Listeners, error) {
 		l.udpAddr = conn.LocalAddr().(*net.UDPAddr)
 		l.loopback = ip.IsLoopback()
 	} else {
-		mux, port, err := listenMultiUDP(ip, cfg.UDPPort, pionLog)
+		mux, port, err := listenMultiUDP(ip, cfg.UDPPort, false, pionLog)
+		if errors.Is(err, errNoAddress) {
+			// A machine (or network namespace) with nothing but loopback.
+			mux, port, err = listenMultiUDP(ip, cfg.UDPPort, true, pionLog)
+			l.loopback = true
+		}
 		if err != nil {
 			return nil, fmt.Errorf("sfu: listen udp %s: %w", udpAddr, err)
 		}
@@ -92,13 +97,25 @@ func Listen(cfg config.SFU, bindIP string) (*Listeners, error) {
 	return l, nil
 }
 
-// listenMultiUDP opens one UDP socket per local address, all on port. Port 0
-// asks the kernel for a free port once and then uses it everywhere; should
-// another process take it in between, it tries again.
-func listenMultiUDP(ip net.IP, port int, log logging.LeveledLogger) (ice.UDPMux, int, error) {
+var errNoAddress = errors.New("no usable local address")
+
+// listenMultiUDP opens one UDP socket per local address, all on port, with
+// or without the loopback addresses. Port 0 asks the kernel for a free port
+// once and then uses it everywhere; should another process take it in
+// between, it tries again.
+func listenMultiUDP(ip net.IP, port int, loopback bool, log logging.LeveledLogger) (ice.UDPMux, int, error) {
 	networks := []ice.NetworkType{ice.NetworkTypeUDP4, ice.NetworkTypeUDP6}
 	if ip != nil && ip.To4() != nil { // 0.0.0.0: IPv4 only
 		networks = networks[:1]
+	}
+	opts := []ice.UDPMuxFromPortOption{
+		ice.UDPMuxFromPortWithNetworks(networks...),
+		ice.UDPMuxFromPortWithReadBufferSize(udpBufferSize),
+		ice.UDPMuxFromPortWithWriteBufferSize(udpBufferSize),
+		ice.UDPMuxFromPortWithLogger(log),
+	}
+	if loopback {
+		opts = append(opts, ice.UDPMuxFromPortWithLoopback())
 	}
 	var lastErr error
 	for range 3 {
@@ -111,16 +128,11 @@ func listenMultiUDP(ip net.IP, port int, log logging.LeveledLogger) (ice.UDPMux,
 			p = probe.LocalAddr().(*net.UDPAddr).Port
 			_ = probe.Close()
 		}
-		mux, err := ice.NewMultiUDPMuxFromPort(p,
-			ice.UDPMuxFromPortWithNetworks(networks...),
-			ice.UDPMuxFromPortWithReadBufferSize(udpBufferSize),
-			ice.UDPMuxFromPortWithWriteBufferSize(udpBufferSize),
-			ice.UDPMuxFromPortWithLogger(log),
-		)
+		mux, err := ice.NewMultiUDPMuxFromPort(p, opts...)
 		if err == nil {
 			if len(mux.GetListenAddresses()) == 0 {
 				_ = mux.Close()
-				return nil, 0, errors.New("no usable local address")
+				return nil, 0, errNoAddress
 			}
 			return mux, p, nil
 		}
@@ -139,6 +151,16 @@ func (l *Listeners) UDPAddr() net.Addr { return l.udpAddr }
 
 // TCPAddr is the address of the ICE-TCP listener.
 func (l *Listeners) TCPAddr() net.Addr { return l.tcpAddr }
+
+// bound reports whether the UDP socket is bound to ip.
+func (l *Listeners) bound(ip net.IP) bool {
+	for _, a := range l.udpMux.GetListenAddresses() {
+		if ua, ok := a.(*net.UDPAddr); ok && ua.IP.Equal(ip) {
+			return true
+		}
+	}
+	return false
+}
 
 // Close closes both sockets. It is safe to call more than once.
 func (l *Listeners) Close() error {

@@ -1,8 +1,11 @@
 package sfu
 
 import (
+	"maps"
+	"slices"
 	"strings"
 	"testing"
+	"time"
 
 	"github.com/pion/webrtc/v4"
 )
@@ -130,7 +133,39 @@ func TestPublishersAreAskedForVP8(t *testing.T) {
 	}
 }
 
-type recordingSignaler struct{ answers chan string }
+// The public IP is advertised as a host candidate, in addition to the
+// address the socket is bound to, on the UDP and the TCP port. (The
+// "browser" here only offers: nothing is sent to that address.)
+func TestPublicIPAdvertised(t *testing.T) {
+	s := newTestSFU(t, Options{PublicIP: "203.0.113.10"})
+	sig := &recordingSignaler{answers: make(chan string, 1), candidates: make(chan string, 16)}
+	p, err := s.Join("room", "browser", sig)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := p.HandleOffer(chromeOffer); err != nil {
+		t.Fatal(err)
+	}
+	<-sig.answers
+	want := map[string]bool{"udp 203.0.113.10": false, "tcp 203.0.113.10": false, "udp 127.0.0.1": false, "tcp 127.0.0.1": false}
+	timeout := time.After(5 * time.Second)
+	for slices.Contains(slices.Collect(maps.Values(want)), false) {
+		select {
+		case c := <-sig.candidates:
+			f := strings.Fields(c) // candidate:foundation component network priority address port typ host
+			if len(f) > 7 && f[7] == "host" {
+				want[strings.ToLower(f[2])+" "+f[4]] = true
+			}
+		case <-timeout:
+			t.Fatalf("candidates seen: %v", want)
+		}
+	}
+}
+
+type recordingSignaler struct {
+	answers    chan string
+	candidates chan string // nil: not recorded
+}
 
 func (r *recordingSignaler) SendOffer(string) {}
 func (r *recordingSignaler) SendAnswer(sdp string) {
@@ -139,7 +174,15 @@ func (r *recordingSignaler) SendAnswer(sdp string) {
 	default:
 	}
 }
-func (r *recordingSignaler) SendCandidate(webrtc.ICECandidateInit) {}
+func (r *recordingSignaler) SendCandidate(c webrtc.ICECandidateInit) {
+	if r.candidates == nil {
+		return
+	}
+	select {
+	case r.candidates <- c.Candidate:
+	default:
+	}
+}
 
 // FuzzParseSDP: whatever a browser sends, the check returns (no panic).
 func FuzzParseSDP(f *testing.F) {

@@ -30,6 +30,10 @@ type Signaler interface {
 // maxEarlyCandidates bounds the candidates kept while no offer has arrived.
 const maxEarlyCandidates = 64
 
+// maxBadAnswers is how many answers in a row may fail after pion applied
+// them in part before the server stops offering again by itself.
+const maxBadAnswers = 3
+
 // Participant is one member of an SFU room and its PeerConnection to the
 // server.
 type Participant struct {
@@ -61,6 +65,7 @@ type Participant struct {
 	offered    []*webrtc.RTPTransceiver        // made inactive by the offer in flight
 	free       []*webrtc.RTPTransceiver        // inactive in the browser too: reusable
 	earlyCands []webrtc.ICECandidateInit       // arrived before the first offer
+	badAnswers int                             // answers in a row that pion failed on
 
 	candMu sync.Mutex
 	// Guarded by candMu.
@@ -191,14 +196,19 @@ func (p *Participant) HandleAnswer(sdpText string) error {
 		if p.pc.SignalingState() == webrtc.SignalingStateHaveLocalOffer {
 			return fmt.Errorf("sfu: answer: %w", err) // rejected before use: still pending
 		}
-		// pion had half applied it. Start over with a fresh offer.
+		// pion had half applied it. Start over with a fresh offer, but not
+		// forever: a browser that fails the same way each time would keep
+		// both sides renegotiating.
 		p.offering = false
 		p.retiring = append(p.offered, p.retiring...)
 		p.offered = nil
-		p.needOffer = true
-		p.maybeOfferLocked()
+		if p.badAnswers++; p.badAnswers < maxBadAnswers {
+			p.needOffer = true
+			p.maybeOfferLocked()
+		}
 		return fmt.Errorf("sfu: answer: %w", err)
 	}
+	p.badAnswers = 0
 	p.offering = false
 	p.free = append(p.free, p.offered...)
 	p.offered = nil
@@ -271,6 +281,11 @@ func (p *Participant) closePC() {
 	}
 }
 
+// connected reports whether media can flow to the browser now.
+func (p *Participant) connected() bool {
+	return p.pc.ConnectionState() == webrtc.PeerConnectionStateConnected
+}
+
 // poke asks run to look at the connection state and the subscriptions again.
 func (p *Participant) poke() {
 	select {
@@ -310,16 +325,19 @@ func (p *Participant) applyState() bool {
 	switch st {
 	case webrtc.PeerConnectionStateConnected:
 		p.sfu.setHidden(p, false)
-		// Forwarding may have started before DTLS was up, and the first
-		// keyframe been lost to that: ask again.
+		// Tracks bound while the connection was coming up did not ask for
+		// a keyframe (it would have been lost): they ask now. Those not yet
+		// bound ask when they are.
 		p.negMu.Lock()
-		downs := make([]*downTrack, 0, len(p.downs))
+		var bound []*downTrack
 		for _, d := range p.downs {
-			downs = append(downs, d)
+			if d.bound.Load() {
+				bound = append(bound, d)
+			}
 		}
 		p.negMu.Unlock()
-		for _, d := range downs {
-			d.pub.requestKeyframe()
+		for _, d := range bound {
+			d.pub.requestKeyframe(pliIntervalNew)
 		}
 	case webrtc.PeerConnectionStateDisconnected, webrtc.PeerConnectionStateFailed:
 		p.sfu.setHidden(p, true)
@@ -596,7 +614,7 @@ func (p *Participant) onTrack(remote *webrtc.TrackRemote, recv *webrtc.RTPReceiv
 		return
 	}
 	p.log.Info("sfu: publishing", "room", p.room.id, "track", t.id, "codec", t.codec.MimeType)
-	t.requestKeyframe()
+	t.requestKeyframe(pliInterval)
 	p.sfu.spawn(t.rtcpLoop)
 	t.readLoop()
 	p.sfu.unpublish(t)

@@ -91,7 +91,8 @@ type counters struct {
 	rembsSent        atomic.Uint64
 }
 
-// New builds an SFU on opened listeners, which it owns from then on. log
+// New builds an SFU on opened listeners, which it owns from then on
+// (SFU.Close closes them; if New fails they are still the caller's). log
 // receives the SFU's own lines and pion's.
 func New(l *Listeners, opts Options, log *slog.Logger) (*SFU, error) {
 	if log == nil {
@@ -125,9 +126,17 @@ func New(l *Listeners, opts Options, log *slog.Logger) (*SFU, error) {
 	se.SetICETimeouts(iceDisconnected, iceFailed, iceKeepalive)
 	se.DisableMediaEngineCopy(true) // one PeerConnection per API
 	if opts.PublicIP != "" {
-		if net.ParseIP(opts.PublicIP) == nil {
+		ip := net.ParseIP(opts.PublicIP)
+		if ip == nil {
 			return nil, fmt.Errorf("sfu: public IP %q is not an IP address", opts.PublicIP)
 		}
+		// An address the sockets are bound to is advertised anyway (and
+		// pion would advertise its ICE-TCP candidate twice).
+		if l.bound(ip) {
+			opts.PublicIP = ""
+		}
+	}
+	if opts.PublicIP != "" {
 		if err := se.SetICEAddressRewriteRules(webrtc.ICEAddressRewriteRule{
 			External:        []string{opts.PublicIP},
 			AsCandidateType: webrtc.ICECandidateTypeHost,

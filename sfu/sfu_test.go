@@ -399,8 +399,9 @@ func TestMLinesReused(t *testing.T) {
 	}
 }
 
+// ICE-TCP, with the public IP one of the bound addresses.
 func TestICETCP(t *testing.T) {
-	s := newTestSFU(t, Options{})
+	s := newTestSFU(t, Options{PublicIP: "127.0.0.1"})
 	a := newClient(t, "alice", clientOpts{audio: true, video: true, tcp: true})
 	b := newClient(t, "bob", clientOpts{})
 	a.join(s, "room")
@@ -444,6 +445,29 @@ func TestListenErrorsNameTheAddress(t *testing.T) {
 	}
 }
 
+// Every local address, port picked by the kernel: one port for all. (Only
+// binds; nothing is sent.)
+func TestListenOnEveryAddress(t *testing.T) {
+	for _, bind := range []string{"", "0.0.0.0"} {
+		l, err := Listen(config.SFU{}, bind)
+		if err != nil {
+			t.Fatalf("Listen(%q): %v", bind, err)
+		}
+		port := l.UDPAddr().(*net.UDPAddr).Port
+		for _, a := range l.udpMux.GetListenAddresses() {
+			if a.(*net.UDPAddr).Port != port {
+				t.Errorf("Listen(%q): socket %v not on port %d", bind, a, port)
+			}
+		}
+		if port == 0 || l.TCPAddr().(*net.TCPAddr).Port == 0 {
+			t.Errorf("Listen(%q): ports %v, %v", bind, l.UDPAddr(), l.TCPAddr())
+		}
+		if err := l.Close(); err != nil {
+			t.Error(err)
+		}
+	}
+}
+
 // After Close nothing of the SFU, its PeerConnections or the clients' is
 // left running.
 func TestCloseLeavesNoGoroutines(t *testing.T) {
@@ -464,4 +488,46 @@ func TestCloseLeavesNoGoroutines(t *testing.T) {
 		}
 	})
 	goleak.VerifyNone(t, opt)
+}
+
+// A browser restarts ICE (new credentials in its offer) after a network
+// change; the media carries on over the same UDP port.
+func TestICERestart(t *testing.T) {
+	s := newTestSFU(t, Options{})
+	a := newClient(t, "alice", clientOpts{audio: true, video: true})
+	b := newClient(t, "bob", clientOpts{})
+	a.join(s, "room")
+	b.join(s, "room")
+	b.waitMedia("alice", mediaTimeout)
+	ufrag := func(sdp string) string {
+		_, rest, _ := strings.Cut(sdp, "a=ice-ufrag:")
+		u, _, _ := strings.Cut(rest, "\r\n")
+		return u
+	}
+	before := ufrag(a.part.pc.RemoteDescription().SDP)
+
+	a.post(func() {
+		offer, err := a.pc.CreateOffer(&webrtc.OfferOptions{ICERestart: true})
+		if err == nil {
+			err = a.pc.SetLocalDescription(offer)
+		}
+		if err == nil {
+			err = a.part.HandleOffer(offer.SDP)
+		}
+		if err != nil {
+			t.Error(err)
+		}
+	})
+	// (Waiting on bob, who is woken by every packet from alice.)
+	var video *recvTrack
+	var n int
+	b.waitFor("alice's ICE restart", mediaTimeout, func() bool {
+		if ufrag(a.part.pc.RemoteDescription().SDP) == before || a.pc.ICEConnectionState() != webrtc.ICEConnectionStateConnected {
+			return false
+		}
+		video = b.live("alice", webrtc.RTPCodecTypeVideo, 0)
+		n = video.packets
+		return true
+	})
+	b.waitFor("media after the restart", mediaTimeout, func() bool { return video.packets > n+50 })
 }

@@ -21,6 +21,11 @@ const (
 	// track: each keyframe costs the publisher a burst of bitrate, and a room
 	// of subscribers asking at once needs only one.
 	pliInterval = 500 * time.Millisecond
+	// pliIntervalNew is that least time when the request is for a subscriber
+	// that has just started receiving: no keyframe sent so far reached it,
+	// and its first picture waits for one. Chrome ignores keyframe requests
+	// within 300 ms of its last keyframe, hence a little more than that.
+	pliIntervalNew = 350 * time.Millisecond
 	// audioAllowance is added to a publisher's bitrate limit per audio track:
 	// browsers apply REMB to everything they send on the connection.
 	audioAllowance = 64_000
@@ -52,7 +57,8 @@ type pubTrack struct {
 	mu       sync.Mutex
 	closed   bool        // Guarded by mu.
 	lastPLI  time.Time   // Guarded by mu.
-	pliTimer *time.Timer // Guarded by mu: a keyframe request is scheduled.
+	pliTimer *time.Timer // Guarded by mu: a keyframe request is scheduled,
+	pliDue   time.Time   // for then. Guarded by mu.
 }
 
 func newPubTrack(owner *Participant, remote *webrtc.TrackRemote, recv *webrtc.RTPReceiver) *pubTrack {
@@ -165,19 +171,30 @@ func (t *pubTrack) rtcpLoop() {
 }
 
 // requestKeyframe asks the publisher for a keyframe, at most once per
-// pliInterval: a request within the interval is sent at its end (one for
-// all that came meanwhile), so none is lost and a crowd asking at once
-// costs one keyframe.
-func (t *pubTrack) requestKeyframe() {
+// interval (pliInterval, or pliIntervalNew for a new subscriber): a request
+// within the interval is sent at its end (one for all that came meanwhile),
+// so none is lost and a crowd asking at once costs one keyframe.
+func (t *pubTrack) requestKeyframe(interval time.Duration) {
 	if t.kind != webrtc.RTPCodecTypeVideo {
 		return
 	}
 	t.mu.Lock()
-	if t.closed || t.pliTimer != nil {
+	if t.closed {
 		t.mu.Unlock()
 		return
 	}
-	if wait := pliInterval - time.Since(t.lastPLI); wait > 0 {
+	wait := interval - time.Since(t.lastPLI)
+	if t.pliTimer != nil {
+		// One is scheduled; a new subscriber may need it sooner.
+		if t.pliDue.Sub(time.Now()) > max(wait, 0) && t.pliTimer.Stop() {
+			t.pliTimer = nil
+		} else {
+			t.mu.Unlock()
+			return
+		}
+	}
+	if wait > 0 {
+		t.pliDue = time.Now().Add(wait)
 		t.pliTimer = time.AfterFunc(wait, t.sendScheduledPLI)
 		t.mu.Unlock()
 		return
