@@ -58,9 +58,10 @@ type client struct {
 	dropped   atomic.Int64 // messages dropped because the queue was full
 
 	// Owned by readLoop.
-	limiter   *rate.Limiter
-	strikes   int
-	lastLimit time.Time
+	limiter      *rate.Limiter
+	strikes      int
+	lastLimit    time.Time
+	badPasswords int
 }
 
 func newClient(s *Server, conn *websocket.Conn, wire *batchConn) *client {
@@ -89,7 +90,9 @@ func (c *client) send(msg []byte) {
 	}
 	c.qmu.Unlock()
 	if full {
-		c.dropped.Add(1)
+		if c.dropped.Add(1) == 1 {
+			c.srv.counts.slowClients.Add(1)
+		}
 		c.kill(websocket.CloseTryAgainLater, "too slow: send queue full")
 		return
 	}
@@ -173,7 +176,10 @@ func (c *client) allow() bool {
 
 func (c *client) handle(frame []byte) {
 	m, perr := Decode(frame)
-	if perr == nil {
+	if perr != nil {
+		c.srv.counts.messages.inc(MessageInvalid)
+	} else {
+		c.srv.counts.messages.inc(m.Type)
 		switch m.Type {
 		case TypeJoin:
 			perr = c.srv.join(c, m)
@@ -188,10 +194,16 @@ func (c *client) handle(frame []byte) {
 	if perr != nil {
 		c.sendError(perr)
 	}
+	if perr != nil && perr.Code == CodeBadPassword {
+		if c.badPasswords++; c.badPasswords >= maxBadPasswords {
+			c.kill(websocket.ClosePolicyViolation, "too many wrong passwords")
+		}
+	}
 }
 
 func (c *client) sendError(e *ProtocolError) {
 	c.srv.log.Debug("message refused", "remote", c.conn.RemoteAddr().String(), "code", e.Code, "ref", e.Ref, "err", e.Msg)
+	c.srv.counts.errors.inc(e.Code)
 	c.send(encode(errorMsg{Type: TypeError, Code: e.Code, Message: e.Msg, Ref: e.Ref}))
 }
 

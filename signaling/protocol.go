@@ -17,6 +17,8 @@ const (
 	MaxSDPSize = 32 << 10
 	// MaxNameLength is the longest display name, in characters.
 	MaxNameLength = 64
+	// MaxPasswordLength is the longest room password, in bytes.
+	MaxPasswordLength = 256
 	// maxCandidateSize bounds one ICE candidate line.
 	maxCandidateSize = 1024
 	// hardFrameLimit is the frame size at which the connection is closed instead
@@ -52,6 +54,23 @@ const (
 	CodeRateLimited   = "rate_limited"
 	// CodeMediaUnavailable: the SFU could not take the participant.
 	CodeMediaUnavailable = "media_unavailable"
+	// CodePasswordRequired and CodeBadPassword refuse a join of a room with a
+	// password; the connection stays open and may join again.
+	CodePasswordRequired = "password_required"
+	CodeBadPassword      = "bad_password"
+)
+
+// Error codes of the HTTP API (in {"error":{"code","message"}}), besides
+// CodeBadMessage, CodeTooLarge and CodeRoomNotFound.
+const (
+	CodeBadMode             = "bad_mode"
+	CodeUnsupportedMode     = "unsupported_mode"
+	CodeCreateTokenRequired = "create_token_required" // 401: --create-token is set and none was given
+	CodeBadCreateToken      = "bad_create_token"      // 403: the token given is not the one
+	CodeTooManyRooms        = "too_many_rooms"        // 429: this address created its rooms for the hour
+	CodeTooManyConnections  = "too_many_connections"  // 429: this address holds its WebSockets already
+	CodeShuttingDown        = "shutting_down"
+	CodeBadHandshake        = "bad_handshake"
 )
 
 // Leave reasons in peer-left.
@@ -67,6 +86,7 @@ type Message struct {
 	Type      string     `json:"type"`
 	Room      string     `json:"room,omitempty"`
 	Name      string     `json:"name,omitempty"`
+	Password  string     `json:"password,omitempty"`
 	To        string     `json:"to,omitempty"`
 	SDP       string     `json:"sdp,omitempty"`
 	Candidate *Candidate `json:"candidate,omitempty"`
@@ -149,6 +169,9 @@ func (m *Message) validate() *ProtocolError {
 		}
 		if !utf8.ValidString(m.Name) || utf8.RuneCountInString(m.Name) > MaxNameLength {
 			return protoErr(CodeBadMessage, m.Type, "name must be at most %d characters", MaxNameLength)
+		}
+		if len(m.Password) > MaxPasswordLength {
+			return protoErr(CodeBadPassword, m.Type, "wrong password for this room")
 		}
 	case TypeLeave:
 	case TypeOffer, TypeAnswer:

@@ -9,25 +9,27 @@ import (
 // roomIDBytes is the entropy of a room id: 128 bits, so ids cannot be guessed.
 const roomIDBytes = 16
 
-// room is one call. Its fields other than id, tag and mode are guarded by
-// Server.mu.
+// room is one call. Its fields other than id, tag, mode and password are
+// guarded by Server.mu.
 type room struct {
-	id   string // secret: knowing it lets you in
-	tag  string // non-secret name for logs
-	mode string
+	id       string // secret: knowing it lets you in
+	tag      string // non-secret name for logs
+	mode     string
+	password *roomPassword // nil: none needed
 
 	members    map[string]*client // by participant id
 	order      []string           // participant ids in join order
 	emptySince time.Time          // when the last member left (or creation); zero while occupied
 }
 
-// createRoom makes a new empty room.
-func (s *Server) createRoom(mode string) *room {
+// createRoom makes a new empty room; password "" means none.
+func (s *Server) createRoom(mode, password string) *room {
 	id := randomID(roomIDBytes)
 	rm := &room{
 		id:         id,
 		tag:        logTag(id),
 		mode:       mode,
+		password:   newRoomPassword(password),
 		members:    make(map[string]*client),
 		emptySince: s.now(),
 	}
@@ -35,7 +37,8 @@ func (s *Server) createRoom(mode string) *room {
 	s.byID[id] = rm
 	n := len(s.byID)
 	s.mu.Unlock()
-	s.log.Info("room created", "room", rm.tag, "mode", mode, "rooms", n)
+	s.counts.rooms.Add(1)
+	s.log.Info("room created", "room", rm.tag, "mode", mode, "password", rm.password != nil, "rooms", n)
 	return rm
 }
 
@@ -78,6 +81,16 @@ func (s *Server) join(c *client, m *Message) *ProtocolError {
 	if rm == nil {
 		s.mu.Unlock()
 		return protoErr(CodeRoomNotFound, m.Type, "this room does not exist or has expired")
+	}
+	if rm.password != nil {
+		if m.Password == "" {
+			s.mu.Unlock()
+			return protoErr(CodePasswordRequired, m.Type, "this room needs a password")
+		}
+		if !rm.password.matches(m.Password) {
+			s.mu.Unlock()
+			return protoErr(CodeBadPassword, m.Type, "wrong password for this room")
+		}
 	}
 	if len(rm.members) >= s.rooms.MaxParticipants {
 		s.mu.Unlock()

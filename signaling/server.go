@@ -10,10 +10,12 @@ import (
 	"encoding/base64"
 	"encoding/hex"
 	"encoding/json"
+	"fmt"
 	"io"
 	"log/slog"
 	"net/http"
 	"net/url"
+	"strconv"
 	"strings"
 	"sync"
 	"time"
@@ -57,6 +59,8 @@ type Server struct {
 	now      func() time.Time
 	stop     chan struct{} // closed by Close; ends the sweeper
 	wg       sync.WaitGroup
+	adm      admission // set by SetAdmission, then guarded by its own mutex
+	counts   counters
 
 	mu       sync.Mutex
 	byID     map[string]*room     // guarded by mu
@@ -77,6 +81,7 @@ func New(rooms config.Rooms, sig config.Signaling, ice ICEProvider, log *slog.Lo
 		stop:    make(chan struct{}),
 		byID:    make(map[string]*room),
 		clients: make(map[*client]struct{}),
+		counts:  newCounters(),
 	}
 	for _, o := range sig.AllowedOrigins {
 		s.origins[normalizeOrigin(o)] = true
@@ -92,7 +97,7 @@ func New(rooms config.Rooms, sig config.Signaling, ice ICEProvider, log *slog.Lo
 		// buffer and borrow write buffers only while writing.
 		WriteBufferPool: &sync.Pool{},
 		Error: func(w http.ResponseWriter, r *http.Request, status int, reason error) {
-			writeError(w, status, "bad_handshake", reason.Error())
+			s.refuse(w, status, CodeBadHandshake, reason.Error())
 		},
 	}
 	s.wg.Add(1)
@@ -174,37 +179,58 @@ func (s *Server) Stats() Stats {
 func (s *Server) handleCreateRoom(w http.ResponseWriter, r *http.Request) {
 	body, err := io.ReadAll(http.MaxBytesReader(w, r.Body, 4<<10))
 	if err != nil {
-		writeError(w, http.StatusRequestEntityTooLarge, "too_large", "request body is over 4 KiB")
+		s.refuse(w, http.StatusRequestEntityTooLarge, CodeTooLarge, "request body is over 4 KiB")
 		return
 	}
-	mode := s.rooms.DefaultMode
+	var req struct {
+		Mode     *string `json:"mode"`
+		Password string  `json:"password"`
+		Token    string  `json:"token"`
+	}
 	if len(strings.TrimSpace(string(body))) > 0 {
-		var req struct {
-			Mode *string `json:"mode"`
-		}
 		dec := json.NewDecoder(strings.NewReader(string(body)))
 		dec.DisallowUnknownFields()
 		if err := dec.Decode(&req); err != nil {
-			writeError(w, http.StatusBadRequest, CodeBadMessage, "body must be empty or a JSON object like {\"mode\":\"p2p\"}: "+err.Error())
+			s.refuse(w, http.StatusBadRequest, CodeBadMessage, "body must be empty or a JSON object like {\"mode\":\"p2p\"}: "+err.Error())
 			return
 		}
-		if req.Mode != nil {
-			mode = *req.Mode
-		}
+	}
+	switch s.adm.checkCreateToken(r, req.Token) {
+	case CodeCreateTokenRequired:
+		w.Header().Set("WWW-Authenticate", `Bearer realm="parley"`)
+		s.refuse(w, http.StatusUnauthorized, CodeCreateTokenRequired, "this server needs a room-creation token to create rooms")
+		return
+	case CodeBadCreateToken:
+		s.refuse(w, http.StatusForbidden, CodeBadCreateToken, "the room-creation token is not right")
+		return
+	}
+	mode := s.rooms.DefaultMode
+	if req.Mode != nil {
+		mode = *req.Mode
 	}
 	switch mode {
 	case config.ModeP2P:
 	case config.ModeSFU:
 		if s.media == nil {
-			writeError(w, http.StatusBadRequest, "unsupported_mode", "this server runs without an SFU; use \"p2p\"")
+			s.refuse(w, http.StatusBadRequest, CodeUnsupportedMode, "this server runs without an SFU; use \"p2p\"")
 			return
 		}
 	default:
-		writeError(w, http.StatusBadRequest, "bad_mode", "mode must be \"p2p\" or \"sfu\"")
+		s.refuse(w, http.StatusBadRequest, CodeBadMode, "mode must be \"p2p\" or \"sfu\"")
+		return
+	}
+	if len(req.Password) > MaxPasswordLength {
+		s.refuse(w, http.StatusBadRequest, CodeBadMessage, fmt.Sprintf("password is over %d bytes", MaxPasswordLength))
+		return
+	}
+	if ok, wait := s.adm.allowRoom(clientKey(r.RemoteAddr), s.now()); !ok {
+		w.Header().Set("Retry-After", strconv.Itoa(int(wait.Round(time.Second)/time.Second)+1))
+		s.refuse(w, http.StatusTooManyRequests, CodeTooManyRooms,
+			fmt.Sprintf("this address has created %d rooms in the last hour; try again later", s.adm.roomsPerHour))
 		return
 	}
 
-	rm := s.createRoom(mode)
+	rm := s.createRoom(mode, req.Password)
 	scheme := "http"
 	if r.TLS != nil {
 		scheme = "https"
@@ -219,16 +245,13 @@ func (s *Server) handleCreateRoom(w http.ResponseWriter, r *http.Request) {
 func (s *Server) handleGetRoom(w http.ResponseWriter, r *http.Request) {
 	s.mu.Lock()
 	rm := s.lookupLocked(r.PathValue("id"))
-	var mode string
-	if rm != nil {
-		mode = rm.mode
-	}
 	s.mu.Unlock()
 	if rm == nil {
-		writeError(w, http.StatusNotFound, CodeRoomNotFound, "this room does not exist or has expired")
+		s.refuse(w, http.StatusNotFound, CodeRoomNotFound, "this room does not exist or has expired")
 		return
 	}
-	writeJSON(w, http.StatusOK, map[string]string{"id": rm.id, "mode": mode})
+	// id, mode and password are static after creation.
+	writeJSON(w, http.StatusOK, map[string]any{"id": rm.id, "mode": rm.mode, "password": rm.password != nil})
 }
 
 func (s *Server) handleWS(w http.ResponseWriter, r *http.Request) {
@@ -236,16 +259,25 @@ func (s *Server) handleWS(w http.ResponseWriter, r *http.Request) {
 	closing := s.closing
 	s.mu.Unlock()
 	if closing {
-		writeError(w, http.StatusServiceUnavailable, "shutting_down", "server is shutting down")
+		s.refuse(w, http.StatusServiceUnavailable, CodeShuttingDown, "server is shutting down")
+		return
+	}
+	key := clientKey(r.RemoteAddr)
+	if !s.adm.acquireConn(key) {
+		s.log.Debug("websocket refused: too many from this address", "remote", r.RemoteAddr)
+		s.refuse(w, http.StatusTooManyRequests, CodeTooManyConnections,
+			fmt.Sprintf("this address has %d connections open already", s.adm.connsPerClient))
 		return
 	}
 	hj := &batchHijacker{ResponseWriter: w, bufs: &s.batches}
 	conn, err := s.upgrader.Upgrade(hj, r, nil)
 	if err != nil {
+		s.adm.releaseConn(key)
 		s.log.Debug("websocket upgrade refused", "remote", r.RemoteAddr, "origin", r.Header.Get("Origin"), "err", err)
 		return // the upgrader has answered
 	}
 	c := newClient(s, conn, hj.conn)
+	s.counts.connections.Add(1)
 
 	s.mu.Lock()
 	if s.closing {
@@ -255,6 +287,7 @@ func (s *Server) handleWS(w http.ResponseWriter, r *http.Request) {
 		conn.WriteMessage(websocket.TextMessage, encode(byeMsg{Type: TypeBye, Reason: "server shutting down"}))
 		conn.WriteControl(websocket.CloseMessage, websocket.FormatCloseMessage(websocket.CloseGoingAway, "server shutting down"), time.Now().Add(time.Second))
 		conn.Close()
+		s.adm.releaseConn(key)
 		return
 	}
 	s.clients[c] = struct{}{}
@@ -276,6 +309,7 @@ func (s *Server) handleWS(w http.ResponseWriter, r *http.Request) {
 		s.mu.Lock()
 		delete(s.clients, c)
 		s.mu.Unlock()
+		s.adm.releaseConn(key)
 	}()
 }
 
@@ -315,6 +349,7 @@ func (s *Server) sweep() {
 				s.lookupLocked(id)
 			}
 			s.mu.Unlock()
+			s.adm.forget(s.now())
 		}
 	}
 }
@@ -324,6 +359,13 @@ func writeJSON(w http.ResponseWriter, status int, v any) {
 	w.Header().Set("Cache-Control", "no-store")
 	w.WriteHeader(status)
 	json.NewEncoder(w).Encode(v)
+}
+
+// refuse answers an API request or a WebSocket upgrade with a JSON error
+// and counts it by code.
+func (s *Server) refuse(w http.ResponseWriter, status int, code, msg string) {
+	s.counts.httpErrors.inc(code)
+	writeError(w, status, code, msg)
 }
 
 func writeError(w http.ResponseWriter, status int, code, msg string) {

@@ -31,23 +31,30 @@ type Endpoint struct {
 	TLSHost string
 	// TLSPort carries TURN over TLS; 0 means no turns: URL.
 	TLSPort int
+	// SharedTLSPort carries TURN over TLS too, on the HTTPS port (443-style,
+	// for clients that can reach nothing else); 0 means none.
+	SharedTLSPort int
 }
 
 // BuiltinICEServers returns the ICE servers of a Parley TURN server at e: a
 // stun: entry without credentials, and one entry with turn: over UDP and TCP
-// (and turns: when e.TLSPort is set) carrying username and password.
+// (and turns: for e.TLSPort and e.SharedTLSPort when set) carrying username
+// and password.
 func BuiltinICEServers(e Endpoint, username, password string) []ICEServer {
 	hp := net.JoinHostPort(e.Host, strconv.Itoa(e.Port))
 	turnURLs := []string{
 		"turn:" + hp + "?transport=udp",
 		"turn:" + hp + "?transport=tcp",
 	}
+	tlsHost := e.TLSHost
+	if tlsHost == "" {
+		tlsHost = e.Host
+	}
 	if e.TLSPort != 0 {
-		host := e.TLSHost
-		if host == "" {
-			host = e.Host
-		}
-		turnURLs = append(turnURLs, "turns:"+net.JoinHostPort(host, strconv.Itoa(e.TLSPort))+"?transport=tcp")
+		turnURLs = append(turnURLs, "turns:"+net.JoinHostPort(tlsHost, strconv.Itoa(e.TLSPort))+"?transport=tcp")
+	}
+	if e.SharedTLSPort != 0 && e.SharedTLSPort != e.TLSPort {
+		turnURLs = append(turnURLs, "turns:"+net.JoinHostPort(tlsHost, strconv.Itoa(e.SharedTLSPort))+"?transport=tcp")
 	}
 	return []ICEServer{
 		{URLs: []string{"stun:" + hp}},

@@ -35,6 +35,20 @@ func TestBuiltinICEServers(t *testing.T) {
 				"turns:chat.example.org:443?transport=tcp",
 			}, Username: "u", Credential: "p"},
 		}},
+		{"TLS on its port and on the HTTPS port", Endpoint{Host: "198.51.100.7", Port: 3478, TLSHost: "chat.example.org", TLSPort: 5349, SharedTLSPort: 443}, []ICEServer{
+			{URLs: []string{"stun:198.51.100.7:3478"}},
+			{URLs: []string{
+				"turn:198.51.100.7:3478?transport=udp", "turn:198.51.100.7:3478?transport=tcp",
+				"turns:chat.example.org:5349?transport=tcp", "turns:chat.example.org:443?transport=tcp",
+			}, Username: "u", Credential: "p"},
+		}},
+		{"TLS on the HTTPS port only", Endpoint{Host: "198.51.100.7", Port: 3478, SharedTLSPort: 8443}, []ICEServer{
+			{URLs: []string{"stun:198.51.100.7:3478"}},
+			{URLs: []string{
+				"turn:198.51.100.7:3478?transport=udp", "turn:198.51.100.7:3478?transport=tcp",
+				"turns:198.51.100.7:8443?transport=tcp",
+			}, Username: "u", Credential: "p"},
+		}},
 		{"ipv6 TLS on the address", Endpoint{Host: "2001:db8::7", Port: 3478, TLSPort: 5349}, []ICEServer{
 			{URLs: []string{"stun:[2001:db8::7]:3478"}},
 			{URLs: []string{

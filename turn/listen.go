@@ -26,11 +26,26 @@ type Listeners struct {
 	// TLS is a plain TCP listener that New wraps in TLS with
 	// Options.TLSConfig; nil when TURN over TLS is off.
 	TLS net.Listener
+	// SharedTLS hands over TURN-over-TLS connections whose handshake is
+	// already done, from a port shared with HTTPS (cmd/parley tells the two
+	// apart after the handshake). Listen does not open it; the caller sets
+	// it, or leaves it nil. Its port gets a turns: URL of its own.
+	SharedTLS net.Listener
 }
 
 // maxEphemeralTries bounds the search for a port that is free for both UDP
 // and TCP when the configured port is 0 (tests).
 const maxEphemeralTries = 20
+
+// udpSocketBuffer is the SO_RCVBUF and SO_SNDBUF asked for on the listening
+// UDP sockets, coturn's size for its own. All clients' packets pass through
+// these few sockets: the receive queue must ride out a pause of the reader
+// (a GC, a busy CPU), and on loopback or a fast link every packet sent
+// counts against the send buffer until its receiver has read it. The kernel
+// doubles the size for its bookkeeping and caps it at net.core.rmem_max and
+// net.core.wmem_max (raise them on a busy server); relay sockets keep the
+// default, which is enough for one client.
+const udpSocketBuffer = 2 << 20
 
 // Listen opens every socket of the TURN server described by cfg: UDP (one
 // socket per CPU) and TCP on cfg.Listen, and, when withTLS is set, TCP for
@@ -93,7 +108,7 @@ func (l *Listeners) listenUDPAndTCP(host string, port, n int) error {
 	probe.Close()
 	addr = net.JoinHostPort(host, strconv.Itoa(port))
 
-	lc := net.ListenConfig{Control: reusePort}
+	lc := net.ListenConfig{Control: groupSocketOptions}
 	for i := 0; i < n; i++ {
 		pc, err := lc.ListenPacket(context.Background(), "udp", addr)
 		if err != nil {
@@ -128,14 +143,23 @@ func (l *Listeners) Close() error {
 		errs = append(errs, l.TLS.Close())
 		l.TLS = nil
 	}
+	if l.SharedTLS != nil {
+		errs = append(errs, l.SharedTLS.Close())
+		l.SharedTLS = nil
+	}
 	return errors.Join(errs...)
 }
 
-// reusePort sets SO_REUSEPORT before bind.
-func reusePort(_, _ string, c syscall.RawConn) error {
+// groupSocketOptions sets SO_REUSEPORT and the buffer sizes of a listening
+// UDP socket before bind.
+func groupSocketOptions(_, _ string, c syscall.RawConn) error {
 	var serr error
 	if err := c.Control(func(fd uintptr) {
-		serr = unix.SetsockoptInt(int(fd), unix.SOL_SOCKET, unix.SO_REUSEPORT, 1)
+		serr = errors.Join(
+			unix.SetsockoptInt(int(fd), unix.SOL_SOCKET, unix.SO_REUSEPORT, 1),
+			unix.SetsockoptInt(int(fd), unix.SOL_SOCKET, unix.SO_RCVBUF, udpSocketBuffer),
+			unix.SetsockoptInt(int(fd), unix.SOL_SOCKET, unix.SO_SNDBUF, udpSocketBuffer),
+		)
 	}); err != nil {
 		return err
 	}

@@ -139,7 +139,7 @@ func New(cfg config.TURN, ls *Listeners, opts Options, log *slog.Logger) (*Serve
 }
 
 func newServer(cfg config.TURN, ls *Listeners, opts Options, log *slog.Logger) (*Server, error) {
-	if ls == nil || (len(ls.UDP) == 0 && ls.TCP == nil && ls.TLS == nil) {
+	if ls == nil || (len(ls.UDP) == 0 && ls.TCP == nil && ls.TLS == nil && ls.SharedTLS == nil) {
 		return nil, errors.New("no listeners")
 	}
 	if ls.TLS != nil && opts.TLSConfig == nil {
@@ -233,6 +233,14 @@ func newServer(cfg config.TURN, ls *Listeners, opts Options, log *slog.Logger) (
 		})
 	}
 
+	if ls.SharedTLS != nil {
+		// Already TLS: the handshake was done by the listener's owner.
+		s.endpoint.SharedTLSPort = portOf(ls.SharedTLS.Addr())
+		pcfg.ListenerConfigs = append(pcfg.ListenerConfigs, pionturn.ListenerConfig{
+			Listener: newTrackingListener(ls.SharedTLS, s.tracker, log), RelayAddressGenerator: s.relays, PermissionHandler: permit,
+		})
+	}
+
 	s.pion, err = pionturn.NewServer(pcfg)
 	if err != nil {
 		if s.tlsL != nil {
@@ -242,7 +250,7 @@ func newServer(cfg config.TURN, ls *Listeners, opts Options, log *slog.Logger) (
 		return nil, err
 	}
 	log.Info("turn: serving STUN/TURN",
-		"udp", addrOf(ls.UDP), "udp_sockets", len(ls.UDP), "tcp", listenerAddr(ls.TCP), "tls", listenerAddr(ls.TLS),
+		"udp", addrOf(ls.UDP), "udp_sockets", len(ls.UDP), "tcp", listenerAddr(ls.TCP), "tls", listenerAddr(ls.TLS), "tls_shared", listenerAddr(ls.SharedTLS),
 		"public_ips", public, "relay_ports", cfg.RelayPorts.String(), "allow_peers", cfg.AllowPeers,
 		"user_quota", cfg.UserQuota, "total_quota", cfg.TotalQuota)
 	return s, nil

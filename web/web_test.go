@@ -85,6 +85,43 @@ func TestRoomPage(t *testing.T) {
 	}
 }
 
+// TestAdmissionFields checks the fields of the optional room password and
+// room-creation token: labelled, of type password, and the ones shown only
+// when needed hidden at first.
+func TestAdmissionFields(t *testing.T) {
+	srv := newServer(t)
+	for _, tc := range []struct {
+		page, id, label, hiddenWrapper string
+	}{
+		{"/", "room-password", "Room password (optional)", ""},
+		{"/", "create-token", "Room-creation token", "token-field"},
+		{"/r/x", "password", "Room password", "password-field"},
+	} {
+		_, body := get(t, srv, tc.page, nil)
+		if !regexp.MustCompile(`<label for="` + tc.id + `">` + regexp.QuoteMeta(tc.label) + `</label>`).MatchString(body) {
+			t.Errorf("%s: no label %q for #%s", tc.page, tc.label, tc.id)
+		}
+		if !regexp.MustCompile(`<input id="` + tc.id + `"[^>]*type="password"`).MatchString(body) {
+			t.Errorf("%s: #%s is not a password input", tc.page, tc.id)
+		}
+		if tc.hiddenWrapper != "" && !regexp.MustCompile(`id="`+tc.hiddenWrapper+`"[^>]*\shidden[\s>]`).MatchString(body) {
+			t.Errorf("%s: #%s is not hidden until needed", tc.page, tc.hiddenWrapper)
+		}
+	}
+	for file, wants := range map[string][]string{
+		"landing.js": {"create_token_required", "bad_create_token", "parley.createToken"},
+		"api.js":     {"Authorization: `Bearer ${token}`"},
+		"room.js":    {"password_required", "bad_password", "msg.password"},
+	} {
+		text := string(mustRead(t, file))
+		for _, want := range wants {
+			if !strings.Contains(text, want) {
+				t.Errorf("%s does not handle %q", file, want)
+			}
+		}
+	}
+}
+
 func TestAssetContentTypes(t *testing.T) {
 	srv := newServer(t)
 	want := map[string]string{

@@ -31,8 +31,10 @@ import (
 const shutdownGrace = 4 * time.Second
 
 func main() {
+	runSubcommand(os.Args[1:]) // parley version, parley check: exits
 	cfg, err := config.Load(os.Args[1:], os.Getenv, os.Stderr)
 	if errors.Is(err, config.ErrHelp) {
+		fmt.Fprint(os.Stderr, commandsHelp)
 		return
 	}
 	if err != nil {
@@ -68,17 +70,6 @@ func run(ctx context.Context, cfg config.Config, log *slog.Logger, stdout io.Wri
 	if err != nil {
 		return fmt.Errorf("listen on %s: %w", cfg.Listen, err)
 	}
-	var tlsConfig *tls.Config
-	if cfg.TLS.Enabled() {
-		cert, err := tls.LoadX509KeyPair(cfg.TLS.Cert, cfg.TLS.Key)
-		if err != nil {
-			ln.Close()
-			return fmt.Errorf("load TLS certificate: %w", err)
-		}
-		tlsConfig = &tls.Config{Certificates: []tls.Certificate{cert}, MinVersion: tls.VersionTLS12}
-		ln = tls.NewListener(ln, tlsConfig)
-	}
-
 	// Until everything has started, a failure closes what is already open.
 	opened := []io.Closer{ln}
 	fail := func(err error) error {
@@ -87,10 +78,28 @@ func run(ctx context.Context, cfg config.Config, log *slog.Logger, stdout io.Wri
 		}
 		return err
 	}
+	metricsLn, err := listenMetrics(cfg) // ops.go
+	if err != nil {
+		return fail(err)
+	}
+	if metricsLn != nil {
+		opened = append(opened, metricsLn)
+	}
 
 	publicIP, err := advertisedIP(cfg, log)
 	if err != nil {
 		return fail(err)
+	}
+	// HTTPS: the certificate, the port shared with TURN over TLS, the
+	// redirect listener (tls.go).
+	var tlsOn *tlsSetup
+	var tlsConfig *tls.Config // the separate TURN-over-TLS port's
+	if cfg.TLS.Enabled() {
+		if tlsOn, err = setupHTTPS(cfg, ln, publicIP, stdout, log); err != nil {
+			return fail(err)
+		}
+		opened = append(opened, tlsOn)
+		tlsConfig = tlsOn.turnConf
 	}
 	sfuListeners, err := sfu.Listen(cfg.SFU, "")
 	if err != nil {
@@ -102,6 +111,9 @@ func run(ctx context.Context, cfg config.Config, log *slog.Logger, stdout io.Wri
 		ls, err := turn.Listen(cfg.TURN, tlsConfig != nil)
 		if err != nil {
 			return fail(err)
+		}
+		if tlsOn != nil {
+			ls.SharedTLS = tlsOn.turnListener() // TURN over TLS on the HTTPS port
 		}
 		// Relays may always reach the SFU's media port.
 		sfuPort := uint16(sfuListeners.UDPAddr().(*net.UDPAddr).Port)
@@ -116,8 +128,8 @@ func run(ctx context.Context, cfg config.Config, log *slog.Logger, stdout io.Wri
 		defer turnSrv.Close() // last: after HTTP, the WebSockets and the SFU
 	}
 	var tlsHost string
-	if tlsConfig != nil {
-		tlsHost = turn.CertificateHost(tlsConfig.Certificates[0])
+	if tlsOn != nil {
+		tlsHost = tlsOn.turnsHost
 	}
 	ice := turn.NewProvider(cfg.TURN, turnSrv, tlsHost)
 
@@ -131,6 +143,9 @@ func run(ctx context.Context, cfg config.Config, log *slog.Logger, stdout io.Wri
 	sig.EnableSFU(mediaServer{media})
 	mux := http.NewServeMux()
 	sig.Register(mux)
+	sig.SetAdmission(cfg.Admission)
+	ops := newOps(cfg, metricsLn, sig, turnSrv, media, log.With("part", "ops"))
+	ops.mount(mux) // /metrics, /readyz
 	site := web.Handler()
 	mux.Handle("GET /", site)
 
@@ -140,19 +155,27 @@ func run(ctx context.Context, cfg config.Config, log *slog.Logger, stdout io.Wri
 		IdleTimeout:       2 * time.Minute,
 		ErrorLog:          slog.NewLogLogger(log.Handler(), slog.LevelDebug),
 	}
-	serveErr := make(chan error, 1)
-	go func() { serveErr <- srv.Serve(ln) }()
-
-	scheme := "http"
-	if tlsConfig != nil {
-		scheme = "https"
+	serveLn, scheme, openAddr := ln, "http", browseAddr(ln.Addr())
+	if tlsOn != nil {
+		serveLn, scheme, openAddr = tlsOn.httpListener(), "https", tlsOn.browseAddr(ln.Addr())
 	}
-	log.Info("listening", "addr", ln.Addr().String(), "tls", tlsConfig != nil)
-	fmt.Fprintf(stdout, "Parley is running. Open %s://%s/ in your browser.\n", scheme, browseAddr(ln.Addr()))
+	serveErr := make(chan error, 1)
+	go func() { serveErr <- srv.Serve(serveLn) }()
+	if tlsOn != nil {
+		tlsOn.start(ctx)
+	}
+
+	ops.start() // /readyz says ready from here on
+	log.Info("listening", "addr", ln.Addr().String(), "tls", tlsOn != nil)
+	fmt.Fprintf(stdout, "Parley is running. Open %s://%s/ in your browser.\n", scheme, openAddr)
 
 	select {
 	case err := <-serveErr:
 		sig.Close()
+		ops.close()
+		if tlsOn != nil {
+			tlsOn.Close()
+		}
 		return fmt.Errorf("serve http: %w", err)
 	case <-ctx.Done():
 	}
@@ -160,10 +183,14 @@ func run(ctx context.Context, cfg config.Config, log *slog.Logger, stdout io.Wri
 	log.Info("shutting down")
 	sctx, cancel := context.WithTimeout(context.Background(), shutdownGrace)
 	defer cancel()
+	ops.shutdown(sctx) // /readyz fails from now on
 	// Stop accepting and finish plain HTTP requests; WebSockets are hijacked
 	// connections that http.Server no longer tracks, so signaling closes them.
 	if err := srv.Shutdown(sctx); err != nil {
 		log.Warn("http shutdown", "err", err)
+	}
+	if tlsOn != nil {
+		tlsOn.shutdown(sctx)
 	}
 	if err := sig.Shutdown(sctx); err != nil {
 		log.Warn("signaling shutdown", "err", err)

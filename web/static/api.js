@@ -10,8 +10,8 @@ export class ApiError extends Error {
   }
 }
 
-async function call(method, path, body) {
-  const init = { method, headers: { Accept: 'application/json' }, cache: 'no-store' };
+async function call(method, path, body, headers = {}) {
+  const init = { method, headers: { Accept: 'application/json', ...headers }, cache: 'no-store' };
   if (body !== undefined) {
     init.headers['Content-Type'] = 'application/json';
     init.body = JSON.stringify(body);
@@ -27,12 +27,20 @@ async function call(method, path, body) {
   return data ?? {};
 }
 
-/** createRoom creates a room and returns {id, url, mode}. */
-export function createRoom(options = {}) {
-  return call('POST', '/api/rooms', options);
+/**
+ * createRoom creates a room and returns {id, url, mode}. options may hold
+ * mode and password; token is the server's room-creation token, if it has
+ * one (an ApiError with code create_token_required or bad_create_token says
+ * it is needed or wrong).
+ */
+export function createRoom(options = {}, token = '') {
+  return call('POST', '/api/rooms', options, token ? { Authorization: `Bearer ${token}` } : {});
 }
 
-/** getRoom returns {id, mode}; it throws an ApiError with status 404 for an unknown room. */
+/**
+ * getRoom returns {id, mode, password}, password being true when joining
+ * needs one; it throws an ApiError with status 404 for an unknown room.
+ */
 export function getRoom(id) {
   return call('GET', `/api/rooms/${encodeURIComponent(id)}`);
 }

@@ -24,7 +24,7 @@ import { getRoom } from './api.js';
 import { LocalMedia } from './media.js';
 import { Peer } from './peer.js';
 import { Signaling } from './signaling.js';
-import { load, save } from './store.js';
+import { load, save, loadSession, saveSession, roomPasswordKey } from './store.js';
 import * as ui from './ui.js';
 
 const NAME_KEY = 'parley.name';
@@ -52,6 +52,7 @@ let serverLeaving = false; // a "bye" came: the coming close is a shutdown
 
 const el = (id) => document.getElementById(id);
 const nameInput = el('name');
+const passwordInput = el('password');
 
 init();
 
@@ -66,6 +67,7 @@ async function init() {
   try {
     const room = await getRoom(roomId);
     parley.mode = room.mode ?? null;
+    if (room.password === true) askPassword(null);
   } catch (err) {
     if (err.status === 404) {
       showMissing();
@@ -87,7 +89,10 @@ async function init() {
   refreshSelf();
   ui.setStatus('Asking for your camera and microphone…');
   await startMedia();
-  if (mediaProblem || parley.state === 'idle') {
+  // A join refused for its password while the camera started: that message
+  // says what to do next.
+  const refused = ['password_required', 'bad_password'].includes(parley.lastError?.code);
+  if (!refused && (mediaProblem || parley.state === 'idle')) {
     ui.setStatus(mediaProblem ?? 'Ready when you are: check your picture and sound, then join.');
   }
 }
@@ -109,7 +114,26 @@ function join() {
 }
 
 function sendJoin() {
-  signaling.send({ type: 'join', room: roomId, name: myName });
+  const msg = { type: 'join', room: roomId, name: myName };
+  if (!el('password-field').hidden && passwordInput.value) msg.password = passwordInput.value;
+  signaling.send(msg);
+}
+
+/**
+ * askPassword shows the password field; with a message (a join was
+ * refused for the password) it goes back to the lobby and says why. The
+ * WebSocket stays open for the next try.
+ */
+function askPassword(message) {
+  el('password-field').hidden = false;
+  if (!passwordInput.value) passwordInput.value = loadSession(roomPasswordKey(roomId));
+  if (message === null) return;
+  endCall();
+  setState('idle');
+  ui.showView('lobby');
+  passwordInput.setAttribute('aria-invalid', 'true');
+  ui.setStatus(message);
+  passwordInput.focus();
 }
 
 function onJoined(msg) {
@@ -119,6 +143,7 @@ function onJoined(msg) {
     return;
   }
   endCall(); // connections from before a reconnect belong to an old id
+  if (!el('password-field').hidden) saveSession(roomPasswordKey(roomId), passwordInput.value);
   parley.id = msg.id;
   parley.mode = msg.mode ?? parley.mode;
   iceServers = Array.isArray(msg.iceServers) ? msg.iceServers : [];
@@ -314,6 +339,15 @@ function onError(msg) {
       signaling.close();
       showMissing();
       return;
+    case 'password_required':
+      if (!joining) break;
+      askPassword('This room needs a password. Enter it, then click Join.');
+      return;
+    case 'bad_password':
+      if (!joining) break;
+      saveSession(roomPasswordKey(roomId), '');
+      askPassword('Wrong password for this room. Check it, then click Join again.');
+      return;
   }
   console.warn(`parley: server error ${msg.code}: ${msg.message ?? ''}`, msg);
 }
@@ -387,6 +421,7 @@ function bindControls() {
     join();
   });
   nameInput.addEventListener('input', refreshSelf);
+  passwordInput.addEventListener('input', () => passwordInput.removeAttribute('aria-invalid'));
   el('rejoin').addEventListener('click', rejoin);
   el('leave').addEventListener('click', leave);
   el('mute').addEventListener('click', () => media.setMicOn(!media.micOn));
