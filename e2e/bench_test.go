@@ -43,7 +43,11 @@ func joinToFirstFrame(t testing.TB, n int, mode string) []time.Duration {
 		out = append(out, time.Duration(ms*float64(time.Millisecond)))
 		var phases map[string]float64
 		guest.value(`Object.fromEntries(Object.entries(window.__probe).map(([k, v]) => [k, Math.round(v - window.parley.timings.joinClicked)]))`, &phases)
-		t.Logf("join %d: first remote frame after %.0f ms; phases (ms after click): %v", i+1, ms, phases)
+		var kf map[string]float64
+		guest.value(`(async () => { const o = {}; for (const { pc } of window.parley.connections()) (await pc.getStats()).forEach(r => {
+			if (r.type === 'inbound-rtp' && r.kind === 'video') { o.pli = r.pliCount; o.fir = r.firCount; o.keyFramesDecoded = r.keyFramesDecoded; o.framesDecoded = r.framesDecoded; }
+			if (r.type === 'outbound-rtp' && r.kind === 'video') { o.outKeyFrames = r.keyFramesEncoded; o.outPli = r.pliCount; } }); return o; })()`, &kf)
+		t.Logf("join %d: first remote frame after %.0f ms; phases (ms after click): %v; video: %v", i+1, ms, phases, kf)
 		guest.click("Leave")
 		guest.cancel()
 		host.click("Leave")

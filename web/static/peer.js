@@ -9,6 +9,10 @@
 // switching camera/screen/nothing is a replaceTrack, never a renegotiation.
 
 const KINDS = ['audio', 'video'];
+// A new connection's video starts at 1/START_SCALE of the width and height,
+// and goes to full size after FULL_SIZE_AFTER_MS (see setVideo).
+const START_SCALE = 2;
+const FULL_SIZE_AFTER_MS = 1500;
 // ICE restarts (see scheduleRestart): how long "disconnected" may last
 // before a restart (browsers may stay there without ever saying "failed"),
 // how long the polite side waits for the other's restart, and how long a
@@ -80,7 +84,10 @@ export class Peer {
    */
   start() {
     for (const kind of KINDS) {
-      const t = this.pc.addTransceiver(kind, { direction: 'sendrecv', streams: [this.stream] });
+      const init = { direction: 'sendrecv', streams: [this.stream] };
+      // Video starts small (see setVideo).
+      if (kind === 'video') init.sendEncodings = [{ scaleResolutionDownBy: START_SCALE }];
+      const t = this.pc.addTransceiver(kind, init);
       this.senders[kind] = t.sender;
       t.sender.replaceTrack(this.track(kind) || null).catch((err) => this.warn('replaceTrack', err));
     }
@@ -165,7 +172,32 @@ export class Peer {
       this.senders[kind] = t.sender;
       await t.sender.replaceTrack(this.track(kind) || null);
       t.sender.setStreams?.(this.stream);
+      if (kind === 'video') await this.setVideo({ scaleResolutionDownBy: START_SCALE });
     }
+  }
+
+  /**
+   * A new connection's video starts at a quarter of the pixels: its
+   * bandwidth estimate starts low, so a full-size first keyframe would be
+   * paced out over a few hundred milliseconds before the other side sees
+   * anything. Once connected, and the estimate has had a moment to grow, the
+   * video goes to full size.
+   */
+  async setVideo(changes) {
+    const sender = this.senders.video;
+    if (!sender || this.closed) return;
+    try {
+      const params = sender.getParameters();
+      if (!params.encodings || params.encodings.length === 0) return;
+      for (const e of params.encodings) Object.assign(e, changes);
+      await sender.setParameters(params);
+    } catch (err) {
+      this.warn('setting video parameters', err);
+    }
+  }
+
+  fullSizeVideoSoon() {
+    setTimeout(() => this.setVideo({ scaleResolutionDownBy: 1 }), FULL_SIZE_AFTER_MS);
   }
 
   // --- ICE ---
@@ -206,6 +238,7 @@ export class Peer {
     }
     let state;
     if (s === 'connected' || s === 'completed') {
+      if (!this.connectedOnce) this.fullSizeVideoSoon();
       this.connectedOnce = true;
       state = 'connected';
     } else if (s === 'disconnected' || s === 'failed' || this.connectedOnce) {
