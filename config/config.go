@@ -25,7 +25,8 @@ const (
 
 // Config is the whole configuration of one Parley process.
 type Config struct {
-	// Listen is the HTTP (HTTPS when TLS is set) address for the page, /ws and /api.
+	// Listen is the HTTP (HTTPS when TLS is set) address for the page, /ws and
+	// /api. Load makes it ACMEListen when ACME is on and no layer sets it.
 	Listen string `yaml:"listen"`
 	// PublicIP is the address clients are told to reach for TURN relays and SFU
 	// media. Empty means: the address of the interface that carries the default route.
@@ -155,7 +156,12 @@ type Log struct {
 	Level  string `yaml:"level"`  // debug, info, warn or error
 }
 
-// Default returns the embedded defaults: what `parley` with no arguments runs on.
+// ACMEListen is the listen address when tls.acme_domains is set and no
+// layer sets listen: HTTPS on the port the ACME CA and browsers expect.
+const ACMEListen = ":443"
+
+// Default returns the embedded defaults: what `parley` with no arguments runs
+// on. Load changes one of them: Listen becomes ACMEListen with ACME on.
 func Default() Config {
 	return Config{
 		Listen:  ":8080",

@@ -319,6 +319,42 @@ func TestLoadSources(t *testing.T) {
 	}
 }
 
+// TestListenDefaultWithACME: with ACME on, HTTPS moves to :443 unless some
+// layer chose the listen address, even one that equals the old default.
+func TestListenDefaultWithACME(t *testing.T) {
+	const acme = "--acme-domain=parley.example.org"
+	for _, tc := range []struct {
+		name string
+		yaml string
+		env  env
+		args []string
+		want string
+	}{
+		{name: "no ACME keeps the default", want: ":8080"},
+		{name: "no ACME, self-signed keeps the default", args: []string{"--tls-self-signed"}, want: ":8080"},
+		{name: "ACME flag", args: []string{acme}, want: ":443"},
+		{name: "ACME in YAML", yaml: "tls:\n  acme_domains: [parley.example.org]\n", want: ":443"},
+		{name: "ACME in env", env: env{"PARLEY_ACME_DOMAIN": "parley.example.org"}, want: ":443"},
+		{name: "explicit --listen wins", args: []string{acme, "--listen", "127.0.0.1:8443"}, want: "127.0.0.1:8443"},
+		{name: "explicit --listen of the default wins", args: []string{"--listen=:8080", acme}, want: ":8080"},
+		{name: "YAML listen wins", yaml: "listen: \":8443\"\n", args: []string{acme}, want: ":8443"},
+		{name: "YAML listen of the default wins", yaml: "listen: \":8080\"\ntls:\n  acme_domains: [parley.example.org]\n", want: ":8080"},
+		{name: "empty YAML listen is not set", yaml: "listen:\n", args: []string{acme}, want: ":443"},
+		{name: "PARLEY_LISTEN wins", env: env{"PARLEY_LISTEN": ":9443"}, args: []string{acme}, want: ":9443"},
+		{name: "empty PARLEY_LISTEN is not set", env: env{"PARLEY_LISTEN": ""}, args: []string{acme}, want: ":443"},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			cfg, err := load(t, tc.yaml, tc.env, tc.args...)
+			if err != nil {
+				t.Fatalf("Load: %v", err)
+			}
+			if cfg.Listen != tc.want {
+				t.Errorf("listen = %q, want %q", cfg.Listen, tc.want)
+			}
+		})
+	}
+}
+
 // namesKey reports whether msg names key as a whole dotted name followed by a
 // colon ("listen:" but not as part of "turn.listen:").
 func namesKey(msg, key string) bool {

@@ -26,7 +26,7 @@ type setting struct {
 // (see DESIGN.md); the environment variable of each is PARLEY_ + the flag in
 // upper snake case.
 var settings = []setting{
-	{"listen", "listen", "HTTP (HTTPS when a certificate is set) address for the page, /ws and /api", func(c *Config) any { return &c.Listen }},
+	{"listen", "listen", "HTTP (HTTPS when a certificate is set) address for the page, /ws and /api; with --acme-domain and listen set nowhere (file, env, flag) it is :443", func(c *Config) any { return &c.Listen }},
 	{"public-ip", "public_ip", "address clients are told to reach for TURN relays and SFU media (default: the default-route interface's address)", func(c *Config) any { return &c.PublicIP }},
 	{"tls-cert", "tls.cert", "PEM certificate chain file; serves HTTPS and TURN over TLS", func(c *Config) any { return &c.TLS.Cert }},
 	{"tls-key", "tls.key", "PEM private key file for --tls-cert", func(c *Config) any { return &c.TLS.Key }},
@@ -95,12 +95,13 @@ func Load(args []string, getenv func(string) string, out io.Writer) (Config, err
 	}
 
 	cfg := Default()
+	given := make(map[string]bool) // YAML keys of the settings some layer set
 	if path != "" {
 		b, err := os.ReadFile(path)
 		if err != nil {
 			return Config{}, fmt.Errorf("config file: %w", err)
 		}
-		if err := decodeYAML(b, &cfg); err != nil {
+		if err := decodeYAML(b, &cfg, given); err != nil {
 			return Config{}, fmt.Errorf("config file %s: %w", path, err)
 		}
 	}
@@ -111,6 +112,7 @@ func Load(args []string, getenv func(string) string, out io.Writer) (Config, err
 			if err := set(s.field(&cfg), v); err != nil {
 				return Config{}, fmt.Errorf("%s (%s): %w", name, s.key, err)
 			}
+			given[s.key] = true
 		}
 	}
 
@@ -119,6 +121,18 @@ func Load(args []string, getenv func(string) string, out io.Writer) (Config, err
 	if err := fs.Parse(args); err != nil {
 		return Config{}, err
 	}
+	keyOf := make(map[string]string, len(settings))
+	for _, s := range settings {
+		keyOf[s.flag] = s.key
+	}
+	fs.Visit(func(f *flag.Flag) { given[keyOf[f.Name]] = true })
+
+	// With ACME, HTTPS belongs on 443 unless the user placed it: the CA
+	// validates TLS-ALPN-01 on port 443 only, and https:// links to the
+	// certified name carry no port.
+	if len(cfg.TLS.ACMEDomains) > 0 && !given["listen"] {
+		cfg.Listen = ACMEListen
+	}
 
 	if err := cfg.Validate(); err != nil {
 		return Config{}, fmt.Errorf("invalid configuration:\n%w", err)
@@ -126,11 +140,12 @@ func Load(args []string, getenv func(string) string, out io.Writer) (Config, err
 	return cfg, nil
 }
 
-// decodeYAML reads a YAML document over the values already in cfg. Each key is
-// looked up in the settings table and its value parsed on its own, so that an
-// unknown key or a bad value is reported with its dotted YAML key (yaml's own
-// errors name only a line and a Go type).
-func decodeYAML(b []byte, cfg *Config) error {
+// decodeYAML reads a YAML document over the values already in cfg and
+// marks in given the dotted key of each setting it sets ("key:" with no
+// value sets nothing). Each key is looked up in the settings table and its
+// value parsed on its own, so that an unknown key or a bad value is reported
+// with its dotted YAML key (yaml's own errors name only a line and a Go type).
+func decodeYAML(b []byte, cfg *Config, given map[string]bool) error {
 	var doc yaml.Node
 	if err := yaml.Unmarshal(b, &doc); err != nil {
 		return err
@@ -175,6 +190,7 @@ func decodeYAML(b []byte, cfg *Config) error {
 				if err := decodeValue(s.field(cfg), v); err != nil {
 					return fmt.Errorf("line %d: %s: %w", v.Line, key, err)
 				}
+				given[key] = true
 			case prefix == "" && sections[key]:
 				if err := walk(key, v); err != nil {
 					return err

@@ -36,11 +36,23 @@ const (
 
 // natLabOptions shape the lab.
 type natLabOptions struct {
-	serverArgs []string // extra parley flags
+	serverArgs []string // extra parley flags; a --listen here wins over the lab's
 	blockUDPA  bool     // natA drops every UDP packet from lanA
+	httpsOnlyA bool     // natA lets out of lanA only TCP to the server's port 443
 	initJS     string   // runs in both pages before the page's own scripts
 	mode       string   // room mode; "" is the server's default (p2p)
+	// browserFlags are extra Chromium options for both browsers.
+	browserFlags []chromedp.ExecAllocatorOption
 }
+
+// egress is what a home router lets out of its LAN.
+type egress int
+
+const (
+	egressAll       egress = iota // everything, as a home router does
+	egressNoUDP                   // no UDP at all
+	egressHTTPSOnly               // only TCP to the server's port 443, as a strict corporate firewall
+)
 
 // natLab is a built lab with one participant on each side, both on the
 // page of the same room (not yet joined).
@@ -59,8 +71,15 @@ func newNATLab(t *testing.T, o natLabOptions) *natLab {
 	link(t, inet, "203.0.113.1/24", pub, labServerIP+"/24")
 	pub.run(t, "ip", "route", "add", "default", "via", "203.0.113.1")
 
-	lanA := homeNetwork(t, inet, 0, 10, o.blockUDPA)
-	lanB := homeNetwork(t, inet, 4, 20, false)
+	outA := egressAll
+	switch {
+	case o.httpsOnlyA:
+		outA = egressHTTPSOnly
+	case o.blockUDPA:
+		outA = egressNoUDP
+	}
+	lanA := homeNetwork(t, inet, 0, 10, outA)
+	lanB := homeNetwork(t, inet, 4, 20, egressAll)
 
 	args := append([]string{
 		"--listen", labServerIP + ":8080",
@@ -69,9 +88,11 @@ func newNATLab(t *testing.T, o natLabOptions) *natLab {
 	srv := startServer(t, pub, args...)
 	// The page is served over plain HTTP from a non-local address, which is no
 	// secure context: without this flag there is no getUserMedia.
-	secure := chromedp.Flag("unsafely-treat-insecure-origin-as-secure", srv.url)
-	alice := newBrowser(t, lanA, secure).newPage(t, "alice")
-	bob := newBrowser(t, lanB, secure).newPage(t, "bob")
+	flags := append([]chromedp.ExecAllocatorOption{
+		chromedp.Flag("unsafely-treat-insecure-origin-as-secure", srv.url),
+	}, o.browserFlags...)
+	alice := newBrowser(t, lanA, flags...).newPage(t, "alice")
+	bob := newBrowser(t, lanB, flags...).newPage(t, "bob")
 	if o.initJS != "" {
 		alice.addInitScript(o.initJS)
 		bob.addInitScript(o.initJS)
@@ -87,8 +108,9 @@ func newNATLab(t *testing.T, o natLabOptions) *natLab {
 // 198.51.100.<subnet> and a LAN host at 192.168.1.<host> behind it, and
 // returns the host's namespace. The router does what a home router does:
 // symmetric NAT (a new random public port for every destination), and no
-// packet from outside gets in unless it answers one that went out.
-func homeNetwork(t *testing.T, inet *netns, subnet, host int, blockUDP bool) *netns {
+// packet from outside gets in unless it answers one that went out. out
+// limits what the LAN may send.
+func homeNetwork(t *testing.T, inet *netns, subnet, host int, out egress) *netns {
 	t.Helper()
 	nat, lan := newNetns(t), newNetns(t)
 	gateway, natIP := fmt.Sprintf("198.51.100.%d", subnet+1), fmt.Sprintf("198.51.100.%d", subnet+2)
@@ -102,8 +124,16 @@ func homeNetwork(t *testing.T, inet *netns, subnet, host int, blockUDP bool) *ne
 		nat.run(t, "iptables", "-A", chain, "-i", wan, "-m", "conntrack", "--ctstate", "ESTABLISHED,RELATED", "-j", "ACCEPT")
 		nat.run(t, "iptables", "-A", chain, "-i", wan, "-j", "DROP")
 	}
-	if blockUDP {
+	switch out {
+	case egressNoUDP:
 		nat.run(t, "iptables", "-A", "FORWARD", "-i", lanIf, "-p", "udp", "-j", "DROP")
+	case egressHTTPSOnly:
+		// Answers to what went out, and new TCP connections to the
+		// server's port 443; nothing else: no DNS, no UDP, no TCP to
+		// STUN/TURN's 3478 or 5349, no SFU ports.
+		nat.run(t, "iptables", "-A", "FORWARD", "-i", lanIf, "-m", "conntrack", "--ctstate", "ESTABLISHED,RELATED", "-j", "ACCEPT")
+		nat.run(t, "iptables", "-A", "FORWARD", "-i", lanIf, "-p", "tcp", "-d", labServerIP, "--dport", "443", "-j", "ACCEPT")
+		nat.run(t, "iptables", "-A", "FORWARD", "-i", lanIf, "-j", "DROP")
 	}
 	lan.run(t, "ip", "route", "add", "default", "via", "192.168.1.1")
 	return lan
