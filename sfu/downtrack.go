@@ -202,8 +202,9 @@ func (d *downTrack) write(pkt *rtp.Packet) {
 		_ = h.SetExtension(d.absID, d.absBuf[:])
 	}
 	d.extBuf = h.Extensions[:0]
-	// pion copies what it keeps (the NACK cache), so the buffers can be
-	// reused for the next packet.
+	// pion keeps neither the header nor the payload (SRTP encrypts into
+	// its own buffer), so the header buffers can be reused for the next
+	// packet.
 	if _, err := d.writer.WriteRTP(&h, pkt.Payload); err != nil {
 		return
 	}
@@ -221,9 +222,10 @@ func putAbsSendTime(b *[3]byte, now time.Time) {
 }
 
 // rtcpLoop reads the subscriber's RTCP for this track until the sender
-// stops. Reading is what lets the NACK responder see the NACKs (it resends
-// from its cache); PLI and FIR go on to the publisher, REMB to the
-// subscriber's estimate.
+// stops. NACKed packets still in the track's history are queued again (the
+// writer gives them this subscriber's SSRC as for the first send; a full
+// queue drops them like any packet); PLI and FIR go on to the publisher,
+// REMB to the subscriber's estimate.
 func (d *downTrack) rtcpLoop() {
 	buf := make([]byte, 1500)
 	errs := 0
@@ -249,7 +251,13 @@ func (d *downTrack) rtcpLoop() {
 				d.sub.setREMB(pkt.Bitrate)
 			case *rtcp.TransportLayerNack:
 				for _, pair := range pkt.Nacks {
-					d.stats.nacksReceived.Add(uint64(len(pair.PacketList())))
+					seqs := pair.PacketList()
+					d.stats.nacksReceived.Add(uint64(len(seqs)))
+					for _, seq := range seqs {
+						if p := d.pub.recent(seq); p != nil {
+							d.enqueue(p)
+						}
+					}
 				}
 			}
 		}

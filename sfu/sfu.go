@@ -379,7 +379,7 @@ type Stats struct {
 	Tracks       int            // tracks being published
 	Forwards     int            // forwarded copies of them (track × subscriber)
 
-	ForwardedPackets uint64 // RTP packets written to subscribers
+	ForwardedPackets uint64 // RTP packets written to subscribers, resends included
 	ForwardedBytes   uint64 // their size (RTP header and payload)
 	DroppedPackets   uint64 // dropped because a subscriber's queue was full
 	NACKsReceived    uint64 // sequence numbers subscribers asked to resend

@@ -37,6 +37,11 @@ const (
 // not see its stream closed.
 const maxReadErrors = 100
 
+// historySize is how many packets of each video track can be resent on a
+// subscriber's NACK: about 8 s of 1 Mbit/s video, 3 s of a 2.5 Mbit/s
+// screen share. A power of two.
+const historySize = 1024
+
 // pubTrack is a track a participant publishes, and the forwarding of it to
 // the other participants.
 type pubTrack struct {
@@ -53,6 +58,13 @@ type pubTrack struct {
 	// downs are the subscribers' forwards. Copy on write under mu; the read
 	// loop loads it once per packet without locking.
 	downs atomic.Pointer[[]*downTrack]
+
+	// history holds the last historySize video packets by sequence number,
+	// for resending what a subscriber NACKs (see downTrack.rtcpLoop). One
+	// history per track, shared by every subscriber: the packets are the
+	// ones forwarded, read-only, so keeping them costs no copy. Written by
+	// the read loop only.
+	history [historySize]atomic.Pointer[rtp.Packet]
 
 	mu       sync.Mutex
 	closed   bool        // Guarded by mu.
@@ -147,10 +159,22 @@ func (t *pubTrack) readLoop() {
 		if err := pkt.Unmarshal(data); err != nil {
 			continue
 		}
+		if t.kind == webrtc.RTPCodecTypeVideo {
+			t.history[pkt.SequenceNumber%historySize].Store(pkt)
+		}
 		for _, d := range *t.downs.Load() {
 			d.enqueue(pkt)
 		}
 	}
+}
+
+// recent returns the packet with sequence number seq if it is still in the
+// history.
+func (t *pubTrack) recent(seq uint16) *rtp.Packet {
+	if pkt := t.history[seq%historySize].Load(); pkt != nil && pkt.SequenceNumber == seq {
+		return pkt
+	}
+	return nil
 }
 
 // rtcpLoop reads the publisher's RTCP (sender reports) so that the report
