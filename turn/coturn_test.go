@@ -15,7 +15,7 @@ import (
 
 // coturnTool returns the path of one of coturn's client tools. Missing, it
 // fails the test in CI (CI=true) and skips it elsewhere.
-func coturnTool(t *testing.T, name string) string {
+func coturnTool(t testing.TB, name string) string {
 	t.Helper()
 	path, err := exec.LookPath(name)
 	if err == nil {
