@@ -7,7 +7,9 @@ GO ?= go
 .PHONY: test run check deps bench
 
 test: deps check
-	$(GO) test -race -count=1 -timeout 20m ./...
+	# -p 1: packages one at a time, so the browser tests and the timing-sensitive
+	# TURN interop test do not starve each other on a 2-core machine.
+	$(GO) test -race -count=1 -p 1 -timeout 30m ./...
 
 deps:
 	./scripts/install-test-deps.sh
