@@ -66,7 +66,7 @@ func run(args []string, stdout, stderr io.Writer) int {
 		fmt.Fprintln(stderr, err)
 		return 2
 	}
-	if *fps < 1 || *bitrate < 8*minPayload**fps || *payload < minPayload+vp8DescriptorSize || *payload > 1200 || *joins < 1 {
+	if *fps < 1 || *bitrate < 8*minPayload*(*fps) || *payload < minPayload+vp8DescriptorSize || *payload > 1200 || *joins < 1 {
 		fmt.Fprintf(stderr, "need -fps ≥ 1, -bitrate ≥ %d×8×fps, %d ≤ -payload ≤ 1200, -join-concurrency ≥ 1\n", minPayload, minPayload+vp8DescriptorSize)
 		return 2
 	}

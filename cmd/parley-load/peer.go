@@ -254,19 +254,18 @@ func (p *peer) addTransceivers() error {
 // readRTCP reads a sender's RTCP, which drives its NACK responder, and asks
 // the source for a keyframe on PLI or FIR.
 func (p *peer) readRTCP(s *webrtc.RTPSender) {
+	errs := 0
 	for {
 		pkts, _, err := s.ReadRTCP()
 		if err != nil {
-			if errors.Is(err, io.EOF) || errors.Is(err, io.ErrClosedPipe) {
+			// A malformed packet is skipped; a closed sender or a run of
+			// errors ends the loop.
+			if errs++; errors.Is(err, io.EOF) || errors.Is(err, io.ErrClosedPipe) || errs > 100 {
 				return
 			}
-			select {
-			case <-p.stop:
-				return
-			default:
-				continue
-			}
+			continue
 		}
+		errs = 0
 		for _, pkt := range pkts {
 			switch pkt.(type) {
 			case *rtcp.PictureLossIndication, *rtcp.FullIntraRequest:

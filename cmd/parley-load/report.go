@@ -41,8 +41,7 @@ func printReport(w io.Writer, o *options, results []*result) {
 			growth/float64(r.sc.participants()), perFwd, ms(s.p50), ms(s.p99))
 	}
 	tw.Flush()
-
-	fmt.Fprintln(w)
+	fmt.Fprintf(w, "\nGoals of issue 4: %s\n\n", goals(o, results))
 	for _, r := range results {
 		s := r.sfu
 		fmt.Fprintf(w, "%s: %d participants, everyone receiving after %v. SFU: %.0f packets/s sent by publishers, %d expected and %d received in the window;",
@@ -59,12 +58,12 @@ func printReport(w io.Writer, o *options, results []*result) {
 		}
 		fmt.Fprintf(w, " %s; late packets %d; frames skipped by publishers %d.", strings.Join(extra, ", "), s.late, s.framesSkipped)
 		fmt.Fprintf(w, " Load generator CPU %s of a core; machine busy %s (other processes %s of a core).",
-			pct(s.toolCPU, s.window), pct(s.machine.busy, s.machine.total), pct(s.machine.busy-s.cpu-s.toolCPU, s.window))
+			pct(s.toolCPU, s.window), pct(s.machine.busy, s.machine.total), pct(max(s.machine.busy-s.cpu-s.toolCPU, 0), s.window))
 		if r.hasFloor {
 			f := r.floor
 			fmt.Fprintf(w, " Floor: relay CPU %s of a core for %.0f packets/s, loss %.3f%%, latency p50/p99 %s/%s ms; load generator %s, machine busy %s (others %s).",
 				pct(f.cpu, f.window), f.perSecond(f.forwarded), 100*f.loss(), ms(f.p50), ms(f.p99), pct(f.toolCPU, f.window),
-				pct(f.machine.busy, f.machine.total), pct(f.machine.busy-f.cpu-f.toolCPU, f.window))
+				pct(f.machine.busy, f.machine.total), pct(max(f.machine.busy-f.cpu-f.toolCPU, 0), f.window))
 		}
 		fmt.Fprintln(w)
 		if r.perfReport != "" {
@@ -76,6 +75,32 @@ func printReport(w io.Writer, o *options, results []*result) {
 		" of those sent in the window × receivers. RSS/conn, RSS/fwd: RSS growth over the empty server, per PeerConnection"+
 		" and per forwarded track (track × receiver)."+
 		" Machine busy near 100% means the load generator and the server competed for the cores.")
+}
+
+// goals says how each scenario fares against the issue's goals: CPU per
+// forwarded packet at most 3× the floor's, and at most 0.5% loss at 1×200
+// with 1 Mbit/s video.
+func goals(o *options, results []*result) string {
+	mark := func(ok bool) string {
+		if ok {
+			return "met"
+		}
+		return "NOT met"
+	}
+	var out []string
+	for _, r := range results {
+		if r.hasFloor && r.floor.cpu > 0 && r.sfu.forwarded > 0 {
+			ratio := float64(r.sfu.cpuPerPacket()) / float64(r.floor.cpuPerPacket())
+			out = append(out, fmt.Sprintf("%s CPU ≤ 3× floor %s (%.2f×)", r.sc, mark(ratio <= 3), ratio))
+		}
+		if r.sc == (scenario{1, 200}) && o.media.VideoBitrate == 1_000_000 {
+			out = append(out, fmt.Sprintf("1x200 loss ≤ 0.5%% %s (%.3f%%)", mark(r.sfu.loss() <= 0.005), 100*r.sfu.loss()))
+		}
+	}
+	if len(out) == 0 {
+		return "not measured in this run"
+	}
+	return strings.Join(out, "; ")
 }
 
 func us(d time.Duration) string {

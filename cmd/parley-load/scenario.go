@@ -187,27 +187,22 @@ func (ph *phase) measure(ctx context.Context, d, drain time.Duration, during fun
 	}
 	r.forwarded = uint64(r.counters[ph.fwdKey])
 	r.framesSkipped = hi.skipped - lo.skipped
-	for i, s := range ph.sources {
-		streams := []struct {
-			kind   uint8
-			lo, hi uint32
-		}{{kindVideo, lo.video[i], hi.video[i]}}
-		if s.cfg.Audio {
-			streams = append(streams, struct {
-				kind   uint8
-				lo, hi uint32
-			}{kindAudio, lo.audio[i], hi.audio[i]})
-		}
-		for _, st := range streams {
-			n := uint64(st.hi - st.lo)
-			r.sent += n
-			for _, rx := range ph.rxs {
-				if rx.self == int(s.pub) {
-					continue
-				}
+	// Every packet a publisher sent in the window, once per participant
+	// but itself.
+	count := func(k streamKey, lo, hi uint32) {
+		n := uint64(hi - lo)
+		r.sent += n
+		for _, rx := range ph.rxs {
+			if rx.self != int(k.pub) {
 				r.expected += n
-				r.received += rx.count(streamKey{s.pub, st.kind}, st.lo, st.hi)
+				r.received += rx.count(k, lo, hi)
 			}
+		}
+	}
+	for i, s := range ph.sources {
+		count(streamKey{s.pub, kindVideo}, lo.video[i], hi.video[i])
+		if s.cfg.Audio {
+			count(streamKey{s.pub, kindAudio}, lo.audio[i], hi.audio[i])
 		}
 	}
 	r.gaps, r.late = ph.meter.gaps.Load(), ph.meter.late.Load()
@@ -302,7 +297,10 @@ func runSFU(ctx context.Context, o *options, sc scenario, res *result) error {
 		select {
 		case sem <- struct{}{}:
 		case <-setupCtx.Done():
-			return fmt.Errorf("setup: %w", setupCtx.Err())
+			// The readiness check below reports it.
+		}
+		if setupCtx.Err() != nil {
+			break
 		}
 		wg.Go(func() {
 			defer func() { <-sem }()
