@@ -95,6 +95,11 @@ func BenchmarkUplink(b *testing.B) {
 			return k
 		}())
 		b.ReportMetric(perParticipant, mode+"-kbit/s")
+		var video []map[string]any
+		pages[0].value(`(async () => { const o = []; for (const { pc } of window.parley.connections()) (await pc.getStats()).forEach(r => {
+			if (r.type === 'outbound-rtp' && r.kind === 'video') o.push({ width: r.frameWidth, fps: r.framesPerSecond, target: r.targetBitrate, limit: r.qualityLimitationReason, encoder: r.encoderImplementation });
+			if (r.type === 'candidate-pair' && r.nominated && r.state === 'succeeded') o.push({ availableOutgoing: r.availableOutgoingBitrate }); }); return o; })()`, &video)
+		b.Logf("%s: Ann's video senders: %v", mode, video)
 		for _, p := range pages {
 			p.cancel()
 		}

@@ -74,7 +74,28 @@ func newBrowser(t testing.TB, ns *netns, extraFlags ...chromedp.ExecAllocatorOpt
 	return &browser{ctx: ctx}
 }
 
-// page is one tab: one participant.
+// tab is what the call helpers (join, expectVideoFrom, ...) need of one
+// participant's browser tab: page in Chromium, ffPage in Firefox.
+type tab interface {
+	tb() testing.TB // the test the tab belongs to
+	String() string // the participant's name, for messages
+	navigate(url string)
+	currentURL() string
+	// value evaluates a JavaScript expression (awaiting a promise, with
+	// helpersJS defined) and decodes its JSON into out.
+	value(js string, out any)
+	// waitFor polls a JavaScript condition until it is truthy.
+	waitFor(cond string, timeout time.Duration)
+	// click clicks the button with this accessible name once it is there.
+	click(name string)
+}
+
+var (
+	_ tab = (*page)(nil)
+	_ tab = (*ffPage)(nil)
+)
+
+// page is one Chromium tab: one participant.
 type page struct {
 	t      testing.TB
 	name   string
@@ -92,6 +113,9 @@ func (b *browser) newPage(t testing.TB, name string) *page {
 	}
 	return &page{t: t, name: name, ctx: ctx, cancel: cancel}
 }
+
+func (p *page) tb() testing.TB { return p.t }
+func (p *page) String() string { return p.name }
 
 // addInitScript runs js in every document the tab loads from now on, before
 // the page's own scripts.
@@ -188,9 +212,15 @@ function remoteTiles() {
 function remoteFrames() {
 	return remoteTiles().map(t => {
 		const v = t.querySelector('video');
-		return { id: t.dataset.peerId, name: (t.querySelector('.tile-name') || {}).textContent || '',
-			frames: v && v.getVideoPlaybackQuality ? v.getVideoPlaybackQuality().totalVideoFrames : 0 };
+		return { id: t.dataset.peerId, name: (t.querySelector('.tile-name') || {}).textContent || '', frames: videoFrames(v) };
 	});
+}
+function videoFrames(v) {
+	if (!v) return 0;
+	// Firefox leaves a MediaStream's frames out of getVideoPlaybackQuality;
+	// it counts them, as painted, in mozPaintedFrames.
+	const q = v.getVideoPlaybackQuality ? v.getVideoPlaybackQuality().totalVideoFrames : 0;
+	return Math.max(q, v.mozPaintedFrames || 0);
 }
 async function inboundStats() {
 	const out = {};

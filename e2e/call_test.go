@@ -29,8 +29,9 @@ func newRoom(p *page, base string) string {
 }
 
 // join opens the room page, types a name and clicks "Join".
-func join(p *page, url, name string) {
-	p.t.Helper()
+func join(p tab, url, name string) {
+	t := p.tb()
+	t.Helper()
 	if p.currentURL() != url {
 		p.navigate(url)
 	}
@@ -47,7 +48,7 @@ func join(p *page, url, name string) {
 			return true;
 		})()`, name), &ok)
 		if !ok {
-			p.t.Fatalf("%s: no field labelled \"Your name\"", p.name)
+			t.Fatalf("%s: no field labelled \"Your name\"", p)
 		}
 	}
 	p.click("Join")
@@ -62,8 +63,9 @@ func (p *page) currentURL() string {
 // expectVideoFrom waits until the page shows exactly the named remote
 // participants, each tile with a name and a video whose decoded frame count
 // keeps increasing.
-func expectVideoFrom(p *page, names ...string) {
-	p.t.Helper()
+func expectVideoFrom(p tab, names ...string) {
+	t := p.tb()
+	t.Helper()
 	p.waitFor(fmt.Sprintf(`remoteTiles().length === %d && remoteFrames().every(f => f.frames > 0)`, len(names)), 30*time.Second)
 	var first []struct {
 		ID     string
@@ -81,7 +83,7 @@ func expectVideoFrom(p *page, names ...string) {
 			found = found || strings.Contains(g, want)
 		}
 		if !found {
-			p.t.Fatalf("%s: remote tiles are named %q, want one named %q", p.name, got, want)
+			t.Fatalf("%s: remote tiles are named %q, want one named %q", p, got, want)
 		}
 	}
 	// Live video: every tile's decoded frame count grows by at least 10.
@@ -94,8 +96,9 @@ func expectVideoFrom(p *page, names ...string) {
 
 // expectAudioFrom waits until audio from n peer connections is being received
 // and decoded: bytes and samples keep growing.
-func expectAudioFrom(p *page, n int) {
-	p.t.Helper()
+func expectAudioFrom(p tab, n int) {
+	t := p.tb()
+	t.Helper()
 	p.waitFor(fmt.Sprintf(`window.parley.connections().length === %d`, n), 20*time.Second)
 	type stats map[string]struct{ AudioBytes, AudioSamples float64 }
 	var before stats
@@ -113,7 +116,7 @@ func expectAudioFrom(p *page, n int) {
 			return
 		}
 		if time.Now().After(deadline) {
-			p.t.Fatalf("%s: audio is not flowing: before %v, now %v", p.name, before, now)
+			t.Fatalf("%s: audio is not flowing: before %v, now %v", p, before, now)
 		}
 		time.Sleep(200 * time.Millisecond) // sampling interval of the stats
 	}

@@ -25,8 +25,9 @@ func newRoomWithMode(p *page, base, mode string) string {
 
 // expectAudioStreams waits until the page receives n audio streams whose
 // bytes keep growing (in an SFU room they all arrive on one connection).
-func expectAudioStreams(p *page, n int) {
-	p.t.Helper()
+func expectAudioStreams(p tab, n int) {
+	t := p.tb()
+	t.Helper()
 	const perStream = `(async () => {
 		const out = {};
 		for (const { pc } of window.parley.connections())
@@ -50,7 +51,7 @@ func expectAudioStreams(p *page, n int) {
 			return
 		}
 		if time.Now().After(deadline) {
-			p.t.Fatalf("%s: want %d growing audio streams: before %v, now %v", p.name, n, before, now)
+			t.Fatalf("%s: want %d growing audio streams: before %v, now %v", p, n, before, now)
 		}
 		time.Sleep(200 * time.Millisecond) // sampling interval of the stats
 	}

@@ -1,11 +1,13 @@
 #!/bin/sh
-# Installs what the test suite needs on a fresh Debian machine: Chromium for the
-# browser tests, coturn's client tools for TURN interop and the benchmark's
-# reference server, iproute2 and iptables for the NAT lab. Needs root.
+# Installs what the test suite needs on a fresh Debian machine: Chromium and
+# Firefox ESR for the browser tests, coturn's client tools for TURN interop and
+# the benchmark's reference server, iproute2 and iptables for the NAT lab.
+# Needs root.
 set -eu
 
 need=""
 command -v chromium >/dev/null 2>&1 || need="$need chromium"
+command -v firefox-esr >/dev/null 2>&1 || need="$need firefox-esr"
 command -v turnutils_uclient >/dev/null 2>&1 || need="$need coturn"
 command -v ip >/dev/null 2>&1 || need="$need iproute2"
 command -v iptables >/dev/null 2>&1 || need="$need iptables"

@@ -58,6 +58,7 @@ export class Peer {
     const pc = this.pc;
     pc.onnegotiationneeded = () => this.offer();
     pc.onicecandidate = ({ candidate }) => {
+      if (candidate?.component === 'rtcp') return; // see withoutRTCPCandidates
       // A null candidate is the end of gathering; the protocol spells it
       // as an empty candidate string.
       const c = candidate ? candidate.toJSON() : {};
@@ -127,7 +128,7 @@ export class Peer {
       await this.pc.setLocalDescription();
       if (this.closed) return;
       const { type, sdp } = this.pc.localDescription;
-      this.send({ type, to: this.id, sdp });
+      this.send({ type, to: this.id, sdp: withoutRTCPCandidates(sdp) });
     } catch (err) {
       this.warn('making an offer', err);
     } finally {
@@ -154,7 +155,7 @@ export class Peer {
       await this.claimTransceivers();
       await pc.setLocalDescription();
       if (this.closed) return;
-      this.send({ type: 'answer', to: this.id, sdp: pc.localDescription.sdp });
+      this.send({ type: 'answer', to: this.id, sdp: withoutRTCPCandidates(pc.localDescription.sdp) });
     }
     await this.flushCandidates();
   }
@@ -294,4 +295,17 @@ export class Peer {
   warn(what, err) {
     if (!this.closed) console.warn(`parley: peer ${this.id}: ${what}:`, err);
   }
+}
+
+/**
+ * withoutRTCPCandidates drops the RTCP (component 2) candidates from an SDP
+ * we send. Both ends always multiplex RTCP with RTP (rtcp-mux), yet Firefox
+ * gathers RTCP candidates too, and signals them. They are worse than
+ * useless: the SFU's ICE (pion) does not look at the component, may pick a
+ * pair with such a candidate, and then sends media and DTLS to a socket
+ * that Firefox reads as RTCP and drops — no media at all, or never
+ * connected.
+ */
+function withoutRTCPCandidates(sdp) {
+  return sdp.replace(/^a=candidate:\S+ 2 .*\r?\n/gm, '');
 }
