@@ -39,12 +39,12 @@ func firefoxChromiumCall(t *testing.T, mode string) {
 	fox := newFirefox(t, ns).newPage(t, "Fox")
 	chrome := newBrowser(t, ns).newPage(t, "Chrome")
 	t.Cleanup(func() {
-		if !t.Failed() {
-			return
-		}
-		for _, p := range []*ffPage{fox} {
-			s, err := p.evaluate(`(async () => { const out = [debugState(), JSON.stringify(window.parleyDebug || [])]; for (const { pc } of window.parley.connections()) { out.push(pc.signalingState, pc.iceConnectionState, pc.iceGatheringState, pc.localDescription && pc.localDescription.sdp, pc.remoteDescription && pc.remoteDescription.sdp, pc.getTransceivers().map(t => t.mid + ' ' + t.direction + ' ' + t.currentDirection + ' ' + (t.sender.track && t.sender.track.kind))); } return out })()`)
-			t.Logf("DEBUG %s: %s %v", p, s, err)
+		// A timed-out wait shows its own page's state; the other side's
+		// connections often say more.
+		if t.Failed() {
+			for _, p := range []tab{chrome, fox} {
+				t.Logf("%s: connections: %s", p, describeConnections(p))
+			}
 		}
 	})
 
@@ -74,6 +74,38 @@ func firefoxChromiumCall(t *testing.T, mode string) {
 			p.waitFor(`window.parley.timings.firstRemoteFrame !== null`, 5*time.Second)
 		}
 	}
+}
+
+// connectionsJS describes the page's peer connections: their states and the
+// RTP packets of each stream, sent and received.
+const connectionsJS = `(async () => {
+	const out = [];
+	for (const { peerId, pc } of window.parley.connections()) {
+		const streams = [];
+		(await pc.getStats()).forEach(r => {
+			if (r.type === 'inbound-rtp') streams.push('in ' + r.kind + ' ' + r.packetsReceived);
+			if (r.type === 'outbound-rtp') streams.push('out ' + r.kind + ' ' + r.packetsSent);
+		});
+		out.push({ peerId, signaling: pc.signalingState, ice: pc.iceConnectionState, connection: pc.connectionState, streams });
+	}
+	return out;
+})()`
+
+// describeConnections returns connectionsJS's answer as JSON, or why there
+// is none. It never fails the test: it runs when the test already failed.
+func describeConnections(p tab) string {
+	var s string
+	var err error
+	switch p := p.(type) {
+	case *ffPage:
+		s, err = p.evaluate(connectionsJS)
+	case *page:
+		s, err = evalJS[string](p, "(async () => JSON.stringify(await "+connectionsJS+"))()")
+	}
+	if err != nil {
+		return err.Error()
+	}
+	return s
 }
 
 // firefoxPrefs make a fresh profile fit for a test: fake camera and
