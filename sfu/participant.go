@@ -231,6 +231,13 @@ func (p *Participant) HandleCandidate(c webrtc.ICECandidateInit) error {
 	if strings.HasSuffix(cand.Address(), ".local") {
 		return nil
 	}
+	// RTP and RTCP share one transport (rtcp-mux is required), yet Firefox
+	// also signals RTCP (component 2) candidates. pion's ICE ignores the
+	// component and could pick such a pair, sending media to a socket the
+	// browser reads as RTCP.
+	if cand.Component() != 1 {
+		return nil
+	}
 	p.negMu.Lock()
 	defer p.negMu.Unlock()
 	if p.closed {
