@@ -137,7 +137,7 @@ func (p *Participant) HandleOffer(sdpText string) error {
 	}
 	p.negMu.Lock()
 	defer p.negMu.Unlock()
-	if p.closed {
+	if p.gone() {
 		return ErrClosed
 	}
 	if p.pc.SignalingState() == webrtc.SignalingStateHaveLocalOffer {
@@ -183,7 +183,7 @@ func (p *Participant) HandleAnswer(sdpText string) error {
 	}
 	p.negMu.Lock()
 	defer p.negMu.Unlock()
-	if p.closed {
+	if p.gone() {
 		return ErrClosed
 	}
 	if p.pc.SignalingState() != webrtc.SignalingStateHaveLocalOffer {
@@ -193,6 +193,9 @@ func (p *Participant) HandleAnswer(sdpText string) error {
 		return fmt.Errorf("sfu: answer: %w", err)
 	}
 	if err := p.pc.SetRemoteDescription(webrtc.SessionDescription{Type: webrtc.SDPTypeAnswer, SDP: sdpText}); err != nil {
+		if p.gone() {
+			return ErrClosed // closed meanwhile (the SFU shutting down)
+		}
 		if p.pc.SignalingState() == webrtc.SignalingStateHaveLocalOffer {
 			return fmt.Errorf("sfu: answer: %w", err) // rejected before use: still pending
 		}
@@ -240,7 +243,7 @@ func (p *Participant) HandleCandidate(c webrtc.ICECandidateInit) error {
 	}
 	p.negMu.Lock()
 	defer p.negMu.Unlock()
-	if p.closed {
+	if p.gone() {
 		return ErrClosed
 	}
 	if p.pc.RemoteDescription() == nil {
@@ -254,6 +257,12 @@ func (p *Participant) HandleCandidate(c webrtc.ICECandidateInit) error {
 		return fmt.Errorf("sfu: candidate: %w", err)
 	}
 	return nil
+}
+
+// gone reports whether the participant or its PeerConnection is closed (the
+// SFU closes PeerConnections directly when it shuts down). p.negMu is held.
+func (p *Participant) gone() bool {
+	return p.closed || p.pc.ConnectionState() == webrtc.PeerConnectionStateClosed
 }
 
 // Close removes the participant from its room, which takes its tracks away
