@@ -11,6 +11,7 @@ command -v firefox-esr >/dev/null 2>&1 || need="$need firefox-esr"
 command -v turnutils_uclient >/dev/null 2>&1 || need="$need coturn"
 command -v ip >/dev/null 2>&1 || need="$need iproute2"
 command -v iptables >/dev/null 2>&1 || need="$need iptables"
+command -v node >/dev/null 2>&1 || need="$need nodejs"
 
 if [ -n "$need" ]; then
 	if [ "$(id -u)" != 0 ]; then

@@ -39,7 +39,7 @@ const (
 	// Relay port ranges, one per server, so that neither takes the other's.
 	coturnRelayPorts = "40000-40999"
 	parleyRelayPorts = "41000-41999"
-	// Environment of the Parley server process (TestRelayBenchServerProcess).
+	// Environment of the Parley server process (runRelayBenchServer).
 	relayBenchServerEnv  = "PARLEY_RELAYBENCH_SERVER"
 	relayBenchProfileEnv = "PARLEY_RELAYBENCH_CPUPROFILE"
 	relayBenchReady      = "relay-bench-ready"
@@ -256,12 +256,12 @@ func startCoturn(tb testing.TB, path string) *benchServer {
 }
 
 // startParleyProcess runs Parley's TURN server in a child process (see
-// TestRelayBenchServerProcess) and waits until it listens.
+// runRelayBenchServer) and waits until it listens.
 func startParleyProcess(tb testing.TB) *benchServer {
 	tb.Helper()
 	ready := make(chan int, 1)
 	s := &benchServer{name: "parley", out: &syncBuffer{}}
-	s.cmd = exec.Command(os.Args[0], "-test.run=^TestRelayBenchServerProcess$", "-test.count=1")
+	s.cmd = exec.Command(os.Args[0])
 	s.cmd.Env = append(os.Environ(), relayBenchServerEnv+"=1")
 	s.cmd.Stdout = &lineWriter{w: s.out, line: func(line string) {
 		if port, ok := strings.CutPrefix(line, relayBenchReady+" "); ok {
@@ -292,23 +292,20 @@ func startParleyProcess(tb testing.TB) *benchServer {
 	return s
 }
 
-// TestRelayBenchServerProcess is Parley's TURN server for
-// BenchmarkRelayVsCoturn, run in a process of its own; it does nothing in a
-// normal test run. It serves as cmd/parley does (Listen, New), allowing
-// relays to 127.0.0.1 as --turn-allow-peers 127.0.0.1/32 would, prints its
-// port and stops when its standard input closes.
-func TestRelayBenchServerProcess(t *testing.T) {
-	if os.Getenv(relayBenchServerEnv) != "1" {
-		t.Skip("the server process of BenchmarkRelayVsCoturn")
-	}
+// runRelayBenchServer is Parley's TURN server for BenchmarkRelayVsCoturn, run
+// in a process of its own (TestMain calls it when relayBenchServerEnv is set).
+// It serves as cmd/parley does (Listen, New), allowing relays to 127.0.0.1 as
+// --turn-allow-peers 127.0.0.1/32 would, prints its port and stops when its
+// standard input closes.
+func runRelayBenchServer() error {
 	if path := os.Getenv(relayBenchProfileEnv); path != "" {
 		f, err := os.Create(path)
 		if err != nil {
-			t.Fatal(err)
+			return err
 		}
 		defer f.Close()
 		if err := pprof.StartCPUProfile(f); err != nil {
-			t.Fatal(err)
+			return err
 		}
 		defer pprof.StopCPUProfile()
 	}
@@ -320,22 +317,20 @@ func TestRelayBenchServerProcess(t *testing.T) {
 	// default quota is unlimited.
 	cfg.UserQuota = 1000
 	if err := cfg.RelayPorts.UnmarshalText([]byte(parleyRelayPorts)); err != nil {
-		t.Fatal(err)
+		return err
 	}
 	ls, err := Listen(cfg, false)
 	if err != nil {
-		t.Fatal(err)
+		return err
 	}
 	log := slog.New(slog.NewTextHandler(os.Stderr, &slog.HandlerOptions{Level: slog.LevelInfo}))
 	s, err := New(cfg, ls, Options{PublicIPs: []netip.Addr{netip.MustParseAddr("127.0.0.1")}}, log)
 	if err != nil {
-		t.Fatal(err)
+		return err
 	}
 	fmt.Printf("%s %d\n", relayBenchReady, s.Endpoint().Port)
 	io.Copy(io.Discard, os.Stdin)
-	if err := s.Close(); err != nil {
-		t.Error(err)
-	}
+	return s.Close()
 }
 
 // waitSTUN waits until the server answers a STUN Binding request over UDP.

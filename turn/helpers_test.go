@@ -28,6 +28,13 @@ import (
 )
 
 func TestMain(m *testing.M) {
+	if os.Getenv(relayBenchServerEnv) == "1" {
+		if err := runRelayBenchServer(); err != nil {
+			fmt.Fprintln(os.Stderr, "relay bench server:", err)
+			os.Exit(1)
+		}
+		os.Exit(0)
+	}
 	goleak.VerifyTestMain(m)
 }
 

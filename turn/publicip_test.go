@@ -44,7 +44,13 @@ func TestParseRoute6(t *testing.T) {
 func TestDetectPublicIP(t *testing.T) {
 	ip, err := DetectPublicIP()
 	if err != nil {
-		t.Skipf("no default route here: %v", err)
+		// A machine without a default route has no address to detect; the
+		// error must say so (the NAT lab's namespaces are such machines).
+		if !strings.Contains(err.Error(), "no default route") {
+			t.Fatalf("DetectPublicIP: %v", err)
+		}
+		t.Logf("no default route here: %v", err)
+		return
 	}
 	if !ip.IsGlobalUnicast() {
 		t.Errorf("DetectPublicIP = %v, not a global unicast address", ip)
