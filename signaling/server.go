@@ -4,6 +4,7 @@
 package signaling
 
 import (
+	"bytes"
 	"context"
 	"crypto/rand"
 	"crypto/sha256"
@@ -187,8 +188,8 @@ func (s *Server) handleCreateRoom(w http.ResponseWriter, r *http.Request) {
 		Password string  `json:"password"`
 		Token    string  `json:"token"`
 	}
-	if len(strings.TrimSpace(string(body))) > 0 {
-		dec := json.NewDecoder(strings.NewReader(string(body)))
+	if len(bytes.TrimSpace(body)) > 0 {
+		dec := json.NewDecoder(bytes.NewReader(body))
 		dec.DisallowUnknownFields()
 		if err := dec.Decode(&req); err != nil {
 			s.refuse(w, http.StatusBadRequest, CodeBadMessage, "body must be empty or a JSON object like {\"mode\":\"p2p\"}: "+err.Error())
