@@ -12,14 +12,20 @@ import (
 )
 
 // downTrack forwards one published track to one subscriber. It is the
-// webrtc.TrackLocal of the subscriber's sender, with its own bounded queue
-// and writer goroutine: the publisher's read loop only enqueues, so a slow
-// or stalled subscriber (a full socket buffer, an ICE-TCP connection that
-// does not drain) delays nobody but itself.
+// webrtc.TrackLocal of the subscriber's sender.
+//
+// How a packet reaches the subscriber depends on its transport. Over UDP
+// (the shared media socket, directly or through a TURN relay) a write never
+// waits for this subscriber alone, so the publisher's read loop writes it
+// at once: no hand-off, no goroutine to wake per packet and subscriber,
+// which is most of the forwarding cost in a big room. Over ICE-TCP a write
+// can block when the subscriber's connection does not drain, so the packet
+// goes to the downTrack's bounded queue and its own writer goroutine: a
+// slow or stalled subscriber delays nobody but itself.
 //
 // (A shared TrackLocalStaticRTP would write to every subscriber from the
-// read loop, one after the other: one blocked write would hold up all of
-// them, and the loop too.)
+// read loop, one after the other, whatever the transport: one blocked
+// write would hold up all of them, and the loop too.)
 type downTrack struct {
 	// Static after construction.
 	pub   *pubTrack
@@ -38,14 +44,19 @@ type downTrack struct {
 	stopped atomic.Bool // close has been called
 	counted bool        // counted in sub.videoDowns; guarded by mu
 
-	// Set by Bind before the writer starts, then owned by the writer.
+	// Set by Bind before bound, then static.
 	ssrc   uint32
 	pt     uint8
 	writer webrtc.TrackLocalWriter
 	extMap []extPair // publisher's header extension ID → subscriber's
 	absID  uint8     // abs-send-time ID, 0 when not negotiated
-	extBuf []rtp.Extension
-	absBuf [3]byte
+
+	// writeMu orders writes: the read loop's and the NACK resends' when
+	// direct, the writer goroutine's when queued, and both while the
+	// transport changes. It guards the header scratch buffers.
+	writeMu sync.Mutex
+	extBuf  []rtp.Extension
+	absBuf  [3]byte
 }
 
 type extPair struct{ from, to uint8 }
@@ -161,16 +172,24 @@ func (d *downTrack) close() {
 	}
 }
 
-// enqueue hands a packet to the writer without ever blocking: when the
-// queue is full the packet is dropped and counted.
-func (d *downTrack) enqueue(pkt *rtp.Packet) {
+// enqueue sends a packet without ever blocking on this subscriber alone:
+// directly when its transport is UDP and nothing is queued before it,
+// otherwise through the queue; when the queue is full the packet is dropped
+// and counted. It reports whether the packet was sent or queued.
+func (d *downTrack) enqueue(pkt *rtp.Packet) bool {
 	if !d.bound.Load() || d.stopped.Load() {
-		return
+		return false
+	}
+	if d.sub.direct.Load() && len(d.queue) == 0 {
+		d.write(pkt)
+		return true
 	}
 	select {
 	case d.queue <- pkt:
+		return true
 	default:
 		d.stats.dropped.Add(1)
+		return false
 	}
 }
 
@@ -189,6 +208,8 @@ func (d *downTrack) writeLoop() {
 // header extension IDs. The packet is shared with the other subscribers:
 // only the header copy is changed.
 func (d *downTrack) write(pkt *rtp.Packet) {
+	d.writeMu.Lock()
+	defer d.writeMu.Unlock()
 	h := pkt.Header
 	h.SSRC, h.PayloadType = d.ssrc, d.pt
 	h.Extension, h.ExtensionProfile, h.Extensions = false, 0, d.extBuf[:0]
@@ -254,8 +275,8 @@ func (d *downTrack) rtcpLoop() {
 					seqs := pair.PacketList()
 					d.stats.nacksReceived.Add(uint64(len(seqs)))
 					for _, seq := range seqs {
-						if p := d.pub.recent(seq); p != nil {
-							d.enqueue(p)
+						if p := d.pub.recent(seq); p != nil && d.enqueue(p) {
+							d.stats.retransmitted.Add(1)
 						}
 					}
 				}

@@ -10,24 +10,30 @@ import (
 	"github.com/pion/interceptor/pkg/report"
 	"github.com/pion/interceptor/pkg/twcc"
 	"github.com/pion/rtcp"
-	"github.com/pion/rtp"
 	"github.com/pion/sdp/v3"
 	"github.com/pion/webrtc/v4"
 )
 
-// ICE timeouts. Every live browser answers the SFU's consent checks, sent
-// every iceKeepalive, and a publisher also sends audio every 20 ms; so a
-// second of silence means the participant's machine or network is gone. Its
-// tracks are then taken away from the others (see Participant.onState), which
-// with the check cadence happens 1.0–1.25 s after the last packet, leaving
-// time for the renegotiation within the 2 s budget. Should packets come back,
-// the tracks come back. Only after iceFailed more seconds does ICE give up,
-// which a browser can still undo with an ICE restart; by then the signaling
-// connection has normally timed out and the participant has been closed.
+// Liveness. A publisher's browser sends RTP all the time (audio every 20 ms
+// even when muted, video frames even when the camera is off), so a second
+// without any of its packets means its machine or network is gone: its
+// tracks are then taken away from the others (see SFU.watchLoop), which with
+// the watch cadence happens 1.0–1.25 s after the last packet, leaving time
+// for the renegotiation within the 2 s budget. Should packets come back, the
+// tracks come back. This is watched by one ticker for the whole SFU, not by
+// ICE: ICE would need a consent check every 250 ms on every PeerConnection to
+// notice as fast, and those checks and timers cost more than the forwarding
+// itself in a big room of mostly silent subscribers. ICE keeps its own,
+// slower timeouts for connections that carry nothing the SFU watches; after
+// iceFailed more seconds it gives up, which a browser can still undo with an
+// ICE restart; by then the signaling connection has normally timed out and
+// the participant has been closed.
 const (
-	iceDisconnected = time.Second
+	silenceTimeout  = time.Second
+	watchInterval   = 250 * time.Millisecond
+	iceDisconnected = 5 * time.Second
 	iceFailed       = 10 * time.Second
-	iceKeepalive    = 250 * time.Millisecond
+	iceKeepalive    = 2 * time.Second
 )
 
 // videoOrientationURI is the RTP header extension that tells a receiver how
@@ -135,8 +141,8 @@ func (s *SFU) newAPI() (*webrtc.API, error) {
 		}
 	}
 
-	// The order matters: a packet written by the SFU passes the interceptors
-	// from the last added to the first; the counter sees each packet last.
+	// The order matters: RTCP written by an interceptor passes those added
+	// before it, so the counter, first, sees the generator's NACKs.
 	// There is no NACK responder: pion's copies every packet sent into a
 	// cache per subscriber, which cmd/parley-load measured at 12% of the
 	// server's CPU and 1.5 MB per forwarded video track; the SFU resends
@@ -152,17 +158,20 @@ func (s *SFU) newAPI() (*webrtc.API, error) {
 	if err != nil {
 		return nil, err
 	}
-	reg.Add(generator)
+	// NACKs and receiver reports are for what a participant publishes,
+	// sender reports for what it receives: each ticker starts with its
+	// first stream (see lazyFactory).
+	reg.Add(&lazyFactory{inner: generator, remote: true})
 	rr, err := report.NewReceiverInterceptor(report.WithReceiverLoggerFactory(s.pionLogs))
 	if err != nil {
 		return nil, err
 	}
-	reg.Add(rr)
+	reg.Add(&lazyFactory{inner: rr, remote: true})
 	sr, err := report.NewSenderInterceptor(report.WithSenderLoggerFactory(s.pionLogs))
 	if err != nil {
 		return nil, err
 	}
-	reg.Add(sr)
+	reg.Add(&lazyFactory{inner: sr})
 	// TWCC feedback for what publishers send (only streams that negotiated
 	// the transport-cc header extension, i.e. the publishers' ones).
 	fb, err := twcc.NewSenderInterceptor(twcc.WithLoggerFactory(s.pionLogs))
@@ -219,9 +228,72 @@ func defaulted(v, def string) string {
 	return v
 }
 
-// counterFactory builds the interceptor that counts what the NACK machinery
-// does: retransmissions to subscribers (a sequence number sent twice on one
-// stream) and NACKs sent to publishers.
+// lazyFactory builds interceptors whose periodic work starts with the
+// first stream they have work for. pion's NACK generator and report
+// interceptors each run a ticker for every PeerConnection from the moment it
+// is created, whether or not it ever has such a stream: in a big room most
+// PeerConnections only receive (or only send), and hundreds of idle tickers
+// waking the runtime were a good part of the SFU's cost per forwarded
+// packet. The inner interceptor must pass the RTCP writer through
+// unchanged, as those do.
+type lazyFactory struct {
+	inner  interceptor.Factory
+	remote bool // start on the first remote (published) stream, else the first local one
+}
+
+func (f *lazyFactory) NewInterceptor(id string) (interceptor.Interceptor, error) {
+	i, err := f.inner.NewInterceptor(id)
+	if err != nil {
+		return nil, err
+	}
+	return &lazy{Interceptor: i, remote: f.remote}, nil
+}
+
+type lazy struct {
+	interceptor.Interceptor
+	remote bool
+
+	once   sync.Once
+	mu     sync.Mutex
+	writer interceptor.RTCPWriter // guarded by mu
+}
+
+// BindRTCPWriter keeps the writer for start.
+func (l *lazy) BindRTCPWriter(w interceptor.RTCPWriter) interceptor.RTCPWriter {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	l.writer = w
+	return w
+}
+
+func (l *lazy) start() {
+	l.once.Do(func() {
+		l.mu.Lock()
+		w := l.writer
+		l.mu.Unlock()
+		if w != nil {
+			l.Interceptor.BindRTCPWriter(w)
+		}
+	})
+}
+
+func (l *lazy) BindRemoteStream(info *interceptor.StreamInfo, r interceptor.RTPReader) interceptor.RTPReader {
+	if l.remote {
+		l.start()
+	}
+	return l.Interceptor.BindRemoteStream(info, r)
+}
+
+func (l *lazy) BindLocalStream(info *interceptor.StreamInfo, w interceptor.RTPWriter) interceptor.RTPWriter {
+	if !l.remote {
+		l.start()
+	}
+	return l.Interceptor.BindLocalStream(info, w)
+}
+
+// counterFactory builds the interceptor that counts the NACKs the
+// generator sends to publishers. (Resends to subscribers are counted where
+// they are made, in downTrack.rtcpLoop.)
 type counterFactory struct {
 	stats *counters
 }
@@ -233,19 +305,6 @@ func (f *counterFactory) NewInterceptor(string) (interceptor.Interceptor, error)
 type counter struct {
 	interceptor.NoOp
 	stats *counters
-}
-
-// BindLocalStream counts, per forwarded stream, packets whose sequence number
-// was sent within the last sentWindow packets: those are resends on NACK (a
-// publisher's late or reordered packet is sent only once).
-func (c *counter) BindLocalStream(info *interceptor.StreamInfo, w interceptor.RTPWriter) interceptor.RTPWriter {
-	log := &sentLog{}
-	return interceptor.RTPWriterFunc(func(h *rtp.Header, payload []byte, a interceptor.Attributes) (int, error) {
-		if h.SSRC == info.SSRC && log.seen(h.SequenceNumber) {
-			c.stats.retransmitted.Add(1)
-		}
-		return w.Write(h, payload, a)
-	})
 }
 
 // BindRTCPWriter counts the NACKs the generator sends to publishers.
@@ -260,27 +319,4 @@ func (c *counter) BindRTCPWriter(w interceptor.RTCPWriter) interceptor.RTCPWrite
 		}
 		return w.Write(pkts, a)
 	})
-}
-
-// sentWindow is the history's size: older packets are never resent, so a
-// match within it is a resend.
-const sentWindow = historySize
-
-// sentLog remembers the sequence numbers of the last sentWindow packets.
-type sentLog struct {
-	mu   sync.Mutex
-	seqs [sentWindow]uint16
-	set  [sentWindow]bool
-}
-
-// seen records seq and reports whether it was already there.
-func (l *sentLog) seen(seq uint16) bool {
-	i := seq % sentWindow
-	l.mu.Lock()
-	defer l.mu.Unlock()
-	if l.set[i] && l.seqs[i] == seq {
-		return true
-	}
-	l.seqs[i], l.set[i] = seq, true
-	return false
 }

@@ -72,14 +72,27 @@ type Participant struct {
 	descSent  bool                      // a description went out: candidates may follow
 	heldCands []webrtc.ICECandidateInit // gathered before that
 
-	lastState webrtc.PeerConnectionState // Owned by run.
-	hidden    bool                       // Guarded by sfu.mu.
+	lastState  webrtc.PeerConnectionState // Owned by run.
+	lastSilent bool                       // Owned by run.
+	hidden     bool                       // Guarded by sfu.mu.
+
+	// heard is when the latest RTP packet from the browser arrived (unix
+	// ns, 0 before the first); silent is set by SFU.watchLoop when that is
+	// more than silenceTimeout ago.
+	heard  atomic.Int64
+	silent atomic.Bool
 
 	// The browser's latest downlink estimate (REMB) and when it came (unix
 	// ns); the number of video tracks it receives, which share it.
 	rembBps    atomic.Uint64
 	rembAt     atomic.Int64
 	videoDowns atomic.Int32
+
+	// direct is set while the selected ICE candidate pair is UDP: writes to
+	// this participant go out on a shared socket and never wait for it
+	// alone, so forwarded packets are written without a queue (see
+	// downTrack).
+	direct atomic.Bool
 }
 
 func newParticipant(s *SFU, id string, sig Signaler) (*Participant, error) {
@@ -109,6 +122,9 @@ func newParticipant(s *SFU, id string, sig Signaler) (*Participant, error) {
 	pc.OnICECandidate(p.onCandidate)
 	pc.OnTrack(p.onTrack)
 	pc.OnConnectionStateChange(func(webrtc.PeerConnectionState) { p.poke() })
+	pc.SCTP().Transport().ICETransport().OnSelectedCandidatePairChange(func(pair *webrtc.ICECandidatePair) {
+		p.direct.Store(pair.Local.Protocol == webrtc.ICEProtocolUDP)
+	})
 	return p, nil
 }
 
@@ -329,18 +345,24 @@ func (p *Participant) run() {
 }
 
 // applyState hides the participant's tracks from the others while its
-// connection is interrupted, and reports false once the connection is
-// closed for good.
+// media is interrupted (silent, or ICE disconnected), and reports false once
+// the connection is closed for good.
 func (p *Participant) applyState() bool {
-	st := p.pc.ConnectionState()
-	if st == p.lastState {
+	st, silent := p.pc.ConnectionState(), p.silent.Load()
+	if st == p.lastState && silent == p.lastSilent {
 		return true
 	}
-	p.lastState = st
-	p.log.Debug("sfu: connection state", "state", st)
-	switch st {
-	case webrtc.PeerConnectionStateConnected:
-		p.sfu.setHidden(p, false)
+	changed := st != p.lastState
+	p.lastState, p.lastSilent = st, silent
+	if changed {
+		p.log.Debug("sfu: connection state", "state", st)
+	}
+	if st == webrtc.PeerConnectionStateClosed {
+		p.Close()
+		return false
+	}
+	p.sfu.setHidden(p, silent || st == webrtc.PeerConnectionStateDisconnected || st == webrtc.PeerConnectionStateFailed)
+	if changed && st == webrtc.PeerConnectionStateConnected {
 		// Tracks bound while the connection was coming up did not ask for
 		// a keyframe (it would have been lost): they ask now. Those not yet
 		// bound ask when they are.
@@ -355,11 +377,6 @@ func (p *Participant) applyState() bool {
 		for _, d := range bound {
 			d.pub.requestKeyframe(pliIntervalNew)
 		}
-	case webrtc.PeerConnectionStateDisconnected, webrtc.PeerConnectionStateFailed:
-		p.sfu.setHidden(p, true)
-	case webrtc.PeerConnectionStateClosed:
-		p.Close()
-		return false
 	}
 	return true
 }

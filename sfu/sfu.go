@@ -147,10 +147,14 @@ func New(l *Listeners, opts Options, log *slog.Logger) (*SFU, error) {
 	}
 	s.settings = se
 
-	s.wg.Add(1)
+	s.wg.Add(2)
 	go func() {
 		defer s.wg.Done()
 		s.rembLoop()
+	}()
+	go func() {
+		defer s.wg.Done()
+		s.watchLoop()
 	}()
 	return s, nil
 }
@@ -343,6 +347,38 @@ func pokeAll(ps []*Participant) {
 	}
 }
 
+// watchLoop marks participants silent when none of their media has come
+// for silenceTimeout, and not silent when it comes again; the participant's
+// run loop then hides or shows its tracks (see the liveness constants).
+func (s *SFU) watchLoop() {
+	tick := time.NewTicker(watchInterval)
+	defer tick.Stop()
+	var ps []*Participant
+	for {
+		select {
+		case <-s.done:
+			return
+		case <-tick.C:
+		}
+		ps = ps[:0]
+		s.mu.Lock()
+		for _, r := range s.rooms {
+			for _, p := range r.participants {
+				ps = append(ps, p)
+			}
+		}
+		s.mu.Unlock()
+		now := time.Now().UnixNano()
+		for _, p := range ps {
+			heard := p.heard.Load()
+			silent := heard != 0 && now-heard > int64(silenceTimeout)
+			if p.silent.Swap(silent) != silent {
+				p.poke()
+			}
+		}
+	}
+}
+
 // rembLoop tells every publisher, once per rembInterval, the bitrate its
 // weakest subscriber can take, so that one subscriber on a poor link gets a
 // smaller stream instead of a frozen one (there is one encoding per track,
@@ -381,7 +417,7 @@ type Stats struct {
 
 	ForwardedPackets uint64 // RTP packets written to subscribers, resends included
 	ForwardedBytes   uint64 // their size (RTP header and payload)
-	DroppedPackets   uint64 // dropped because a subscriber's queue was full
+	DroppedPackets   uint64 // dropped because a subscriber's queue, or a track's forwarding queue, was full
 	NACKsReceived    uint64 // sequence numbers subscribers asked to resend
 	Retransmitted    uint64 // packets resent to subscribers from the cache
 	NACKsSent        uint64 // sequence numbers the SFU asked publishers for

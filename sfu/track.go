@@ -137,10 +137,21 @@ func (t *pubTrack) close() {
 	}
 }
 
-// readLoop reads the publisher's packets and hands each to every
-// subscriber's queue, until the track ends. It never waits for a
-// subscriber: a full queue drops the packet (see downTrack.enqueue).
+// forwardQueue bounds the packets read from a publisher and not yet
+// forwarded: a second of a 1,000-packet/s screen share.
+const forwardQueue = 1024
+
+// readLoop reads the publisher's packets until the track ends and hands
+// them to forwardLoop. Reading is kept apart from forwarding so that a
+// packet is read when it arrives however many subscribers the last one went
+// to: the TWCC interceptor stamps arrival times as packets are read, and the
+// publisher's congestion control reads a late stamp as network delay.
 func (t *pubTrack) readLoop() {
+	fwd := make(chan []byte, forwardQueue)
+	if !t.owner.sfu.spawn(func() { t.forwardLoop(fwd) }) {
+		return
+	}
+	defer close(fwd)
 	buf := make([]byte, 1600)
 	errs := 0
 	for {
@@ -152,9 +163,22 @@ func (t *pubTrack) readLoop() {
 			continue
 		}
 		errs = 0
+		t.owner.heard.Store(time.Now().UnixNano())
 		// One copy per packet, shared read-only by every subscriber.
 		data := make([]byte, n)
 		copy(data, buf[:n])
+		select {
+		case fwd <- data:
+		default:
+			t.owner.sfu.stats.dropped.Add(1)
+		}
+	}
+}
+
+// forwardLoop sends each packet to every subscriber until readLoop closes
+// fwd. It never waits for one subscriber (see downTrack.enqueue).
+func (t *pubTrack) forwardLoop(fwd <-chan []byte) {
+	for data := range fwd {
 		pkt := &rtp.Packet{}
 		if err := pkt.Unmarshal(data); err != nil {
 			continue
