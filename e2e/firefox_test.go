@@ -248,7 +248,7 @@ func newFirefox(t testing.TB, ns *netns) *firefox {
 
 	ctx, cancel := context.WithTimeout(context.Background(), 20*time.Second)
 	defer cancel()
-	dial := func(ctx context.Context) (net.Conn, error) { return ns.dial(ctx, hostPort) }
+	dial := func(ctx context.Context) (net.Conn, error) { return ns.dial(ctx, "tcp", hostPort) }
 	f.bidi, err = dialBiDi(ctx, "ws://"+hostPort+"/session", dial, f.event)
 	if err != nil {
 		t.Fatalf("firefox: %v", err)

@@ -138,11 +138,11 @@ func (n *netns) command(ctx context.Context, name string, args ...string) *exec.
 	return exec.CommandContext(ctx, "ip", append([]string{"netns", "exec", n.name, name}, args...)...)
 }
 
-// dial opens a TCP connection to addr from inside the namespace, such as to
-// a port a browser listens on there. A socket belongs to the namespace it was
+// dial opens a connection (network "tcp" or "udp") to addr from inside the
+// namespace, such as to a port a browser listens on there. A socket belongs to the namespace it was
 // created in, wherever it is used later; so only the thread that creates it
 // enters the namespace, and goes back before anything else may run on it.
-func (n *netns) dial(ctx context.Context, addr string) (net.Conn, error) {
+func (n *netns) dial(ctx context.Context, network, addr string) (net.Conn, error) {
 	// The process's namespace: every thread is in it but the one below.
 	home, err := os.Open("/proc/self/ns/net")
 	if err != nil {
@@ -168,7 +168,7 @@ func (n *netns) dial(ctx context.Context, addr string) (net.Conn, error) {
 			return
 		}
 		var d net.Dialer
-		conn, err := d.DialContext(ctx, "tcp", addr)
+		conn, err := d.DialContext(ctx, network, addr)
 		// A thread that cannot go back stays locked, and the runtime ends it
 		// when this goroutine returns. Otherwise it lives on, which matters:
 		// a thread's end kills the browsers it started (Pdeathsig).

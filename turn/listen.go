@@ -17,9 +17,9 @@ import (
 // Listeners are the sockets of a TURN server. Listen opens them and the
 // caller owns them until it hands them to New, which takes them over.
 type Listeners struct {
-	// UDP are sockets bound to the same address with SO_REUSEPORT, one per
-	// usable CPU: the kernel spreads clients over them by their address, so
-	// every core reads packets.
+	// UDP are sockets bound with SO_REUSEPORT, one per usable CPU for each
+	// address listened on: the kernel spreads clients over the group of an
+	// address by their address, so every core reads packets.
 	UDP []net.PacketConn
 	// TCP carries STUN/TURN over TCP, on the port of the UDP sockets.
 	TCP net.Listener
@@ -94,6 +94,14 @@ func listen(cfg config.TURN, withTLS bool, n int) (*Listeners, error) {
 
 // listenUDPAndTCP binds n UDP sockets and one TCP listener on host:port.
 // With port 0 the UDP sockets pick the port and TCP follows them.
+//
+// A wildcard host gets n UDP sockets per local address instead of n on the
+// wildcard: a UDP reply must leave from the address the request went to, and
+// a socket bound to the wildcard sends from whichever address the kernel
+// prefers for the route back, which on a machine with two addresses (a
+// secondary IP, a VPN, a 1:1 NAT'd elastic IP beside a private one) is the
+// wrong one half the time, and the client drops the reply. coturn binds
+// every address too. Addresses added after start are not served.
 func (l *Listeners) listenUDPAndTCP(host string, port, n int) error {
 	addr := net.JoinHostPort(host, strconv.Itoa(port))
 
@@ -107,26 +115,61 @@ func (l *Listeners) listenUDPAndTCP(host string, port, n int) error {
 	}
 	port = probe.LocalAddr().(*net.UDPAddr).Port
 	probe.Close()
-	addr = net.JoinHostPort(host, strconv.Itoa(port))
 
-	lc := net.ListenConfig{Control: groupSocketOptions}
-	for i := 0; i < n; i++ {
-		pc, err := lc.ListenPacket(context.Background(), "udp", addr)
-		if err != nil {
-			l.Close()
-			return fmt.Errorf("turn: %w", err)
+	hosts := []string{host}
+	if ip := net.ParseIP(host); host == "" || ip.IsUnspecified() {
+		if hosts, err = localAddrs(ip.To4() != nil); err != nil {
+			return fmt.Errorf("turn: listen %s: %w", addr, err)
 		}
-		l.UDP = append(l.UDP, pc)
+	}
+	lc := net.ListenConfig{Control: groupSocketOptions}
+	for _, h := range hosts {
+		a := net.JoinHostPort(h, strconv.Itoa(port))
+		for range n {
+			pc, err := lc.ListenPacket(context.Background(), "udp", a)
+			if err != nil {
+				l.Close()
+				return fmt.Errorf("turn: %w", err)
+			}
+			l.UDP = append(l.UDP, pc)
+		}
 	}
 
 	// TCP without SO_REUSEPORT: exactly one listener, and a busy port fails.
-	tl, err := net.Listen("tcp", addr)
+	// (A TCP reply always leaves from the connection's own address.)
+	tl, err := net.Listen("tcp", net.JoinHostPort(host, strconv.Itoa(port)))
 	if err != nil {
 		l.Close()
 		return fmt.Errorf("turn: %w", err)
 	}
 	l.TCP = tl
 	return nil
+}
+
+// localAddrs lists the machine's addresses a wildcard listener covers: IPv4
+// only, or IPv4 and IPv6 without link-local IPv6 addresses (they need a
+// zone, and no TURN client reaches a server by one).
+func localAddrs(v4only bool) ([]string, error) {
+	addrs, err := net.InterfaceAddrs()
+	if err != nil {
+		return nil, err
+	}
+	var out []string
+	for _, a := range addrs {
+		ipn, ok := a.(*net.IPNet)
+		if !ok {
+			continue
+		}
+		ip := ipn.IP
+		if ip.To4() == nil && (v4only || ip.IsLinkLocalUnicast()) {
+			continue
+		}
+		out = append(out, ip.String())
+	}
+	if len(out) == 0 {
+		return nil, errors.New("no local address to bind")
+	}
+	return out, nil
 }
 
 // Close closes every socket; for a caller that cannot hand them to New.

@@ -19,6 +19,8 @@ import (
 	"math"
 	"net"
 	"net/netip"
+	"slices"
+	"strings"
 	"sync"
 	"sync/atomic"
 	"time"
@@ -81,7 +83,7 @@ type Server struct {
 	relays   *relayAllocator
 	quota    *quota
 	tracker  *connTracker
-	udp      *udpGroup
+	udp      []*udpGroup  // one per local address
 	tlsL     *tlsListener // nil without TLS
 	pion     *pionturn.Server
 
@@ -214,11 +216,13 @@ func newServer(cfg config.TURN, ls *Listeners, opts Options, log *slog.Logger) (
 		// pion's default would follow the client's family and fail.
 		StrictAddressFamily: v4.public.IsValid() && !v6.public.IsValid(),
 	}
-	s.udp = newUDPGroup(ls.UDP)
-	for _, pc := range s.udp.packetConns() {
-		pcfg.PacketConnConfigs = append(pcfg.PacketConnConfigs, pionturn.PacketConnConfig{
-			PacketConn: pc, RelayAddressGenerator: s.relays, PermissionHandler: permit,
-		})
+	s.udp = newUDPGroups(ls.UDP)
+	for _, g := range s.udp {
+		for _, pc := range g.packetConns() {
+			pcfg.PacketConnConfigs = append(pcfg.PacketConnConfigs, pionturn.PacketConnConfig{
+				PacketConn: pc, RelayAddressGenerator: s.relays, PermissionHandler: permit,
+			})
+		}
 	}
 	if ls.TCP != nil {
 		pcfg.ListenerConfigs = append(pcfg.ListenerConfigs, pionturn.ListenerConfig{
@@ -373,13 +377,17 @@ func (s *Server) eventHandler() pionturn.EventHandler {
 		},
 		OnAllocationCreated: func(src, _ net.Addr, protocol, userID, _ string, relay net.Addr, _ int) {
 			s.quota.created(userID, src)
-			s.udp.created(src)
+			for _, g := range s.udp {
+				g.created(src)
+			}
 			s.counters.allocationsTotal.Add(1)
 			s.log.Debug("turn: allocation created", "user", userID, "client", src, "transport", protocol, "relay", relay)
 		},
 		OnAllocationDeleted: func(src, _ net.Addr, _, userID, _ string) {
 			s.quota.deleted(userID)
-			s.udp.deleted(src)
+			for _, g := range s.udp {
+				g.deleted(src)
+			}
 			s.log.Debug("turn: allocation deleted", "user", userID, "client", src)
 			s.checkDrained()
 		},
@@ -482,11 +490,15 @@ func portOf(a net.Addr) int {
 	return 0
 }
 
+// addrOf lists the distinct addresses of the UDP sockets.
 func addrOf(pcs []net.PacketConn) string {
-	if len(pcs) == 0 {
-		return ""
+	var addrs []string
+	for _, pc := range pcs {
+		if a := pc.LocalAddr().String(); !slices.Contains(addrs, a) {
+			addrs = append(addrs, a)
+		}
 	}
-	return pcs[0].LocalAddr().String()
+	return strings.Join(addrs, " ")
 }
 
 func listenerAddr(l net.Listener) string {

@@ -61,6 +61,24 @@ type steer struct {
 	established atomic.Bool // its allocation was created
 }
 
+// newUDPGroups wraps the UDP sockets in one group per local address.
+func newUDPGroups(pcs []net.PacketConn) []*udpGroup {
+	var groups []*udpGroup
+	var addrs []string
+	byAddr := map[string][]net.PacketConn{}
+	for _, pc := range pcs {
+		a := pc.LocalAddr().String()
+		if _, ok := byAddr[a]; !ok {
+			addrs = append(addrs, a)
+		}
+		byAddr[a] = append(byAddr[a], pc)
+	}
+	for _, a := range addrs {
+		groups = append(groups, newUDPGroup(byAddr[a]))
+	}
+	return groups
+}
+
 // newUDPGroup wraps the sockets of one SO_REUSEPORT group.
 func newUDPGroup(pcs []net.PacketConn) *udpGroup {
 	g := &udpGroup{tokens: make(map[string]tokenOwner)}

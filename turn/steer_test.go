@@ -33,7 +33,7 @@ func TestReservationAcrossSockets(t *testing.T) {
 		if err := relay2.GetFromAs(res, stun.AttrXORRelayedAddress); err != nil || relay2.Port != relay.Port+1 {
 			t.Fatalf("round %d: reserved relay %v (%v), want port %d", i, relay2, err, relay.Port+1)
 		}
-		steered = steered || ts.udp.count.Load() > 0
+		steered = steered || ts.udp[0].count.Load() > 0
 
 		// Later requests of the steered client find its allocation.
 		peer := rawPeerAddr{ip: netip.MustParseAddr("127.0.0.1"), port: 9}
@@ -50,7 +50,7 @@ func TestReservationAcrossSockets(t *testing.T) {
 		t.Log("no round crossed sockets (unlikely: 4^-8)")
 	}
 	eventually(t, "steering to end with the allocations", func() bool {
-		return ts.udp.count.Load() == 0 && ts.Stats().Allocations == 0
+		return ts.udp[0].count.Load() == 0 && ts.Stats().Allocations == 0
 	})
 }
 
