@@ -126,7 +126,12 @@ func (l *Listeners) listenUDPAndTCP(host string, port, n int) error {
 	for _, h := range hosts {
 		a := net.JoinHostPort(h, strconv.Itoa(port))
 		for range n {
-			pc, err := lc.ListenPacket(context.Background(), "udp", a)
+			var pc net.PacketConn
+			if useDataPlane() {
+				pc, err = listenDataPlane(a)
+			} else {
+				pc, err = lc.ListenPacket(context.Background(), "udp", a)
+			}
 			if err != nil {
 				l.Close()
 				return fmt.Errorf("turn: %w", err)
@@ -192,6 +197,21 @@ func (l *Listeners) Close() error {
 		l.SharedTLS = nil
 	}
 	return errors.Join(errs...)
+}
+
+// listenDataPlane opens a socket of a SO_REUSEPORT group for the data plane.
+func listenDataPlane(addr string) (*udpSock, error) {
+	ua, err := net.ResolveUDPAddr("udp", addr)
+	if err != nil {
+		return nil, err
+	}
+	return newUDPSock(ua.AddrPort(), func(fd int) error {
+		return errors.Join(
+			unix.SetsockoptInt(fd, unix.SOL_SOCKET, unix.SO_REUSEPORT, 1),
+			unix.SetsockoptInt(fd, unix.SOL_SOCKET, unix.SO_RCVBUF, udpSocketBuffer),
+			unix.SetsockoptInt(fd, unix.SOL_SOCKET, unix.SO_SNDBUF, udpSocketBuffer),
+		)
+	})
 }
 
 // groupSocketOptions sets SO_REUSEPORT and the buffer sizes of a listening

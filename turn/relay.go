@@ -50,6 +50,7 @@ type relayAllocator struct {
 	v4, v6   relayFamily
 	min, max uint16
 	policy   *peerPolicy
+	plane    *dataPlane // nil: pion relays everything; set before the first allocation
 
 	mu     sync.Mutex
 	closed bool                   // guarded by mu
@@ -135,22 +136,53 @@ func (a *relayAllocator) bind(fam relayFamily, k portKey) (net.PacketConn, net.A
 	if k.v6 {
 		network = "udp6"
 	}
-	uc, err := net.ListenUDP(network, net.UDPAddrFromAddrPort(netip.AddrPortFrom(fam.bind, k.port)))
-	if err != nil {
-		return nil, nil, err
+	addr := netip.AddrPortFrom(fam.bind, k.port)
+	var c *relayConn
+	if a.plane != nil {
+		s, err := newUDPSock(addr, nil)
+		if err != nil {
+			return nil, nil, err
+		}
+		c = &relayConn{conn: s, a: a, key: k}
+		if err := a.plane.add(s, relaySock, c); err != nil {
+			s.Close()
+			return nil, nil, err
+		}
+	} else {
+		uc, err := net.ListenUDP(network, net.UDPAddrFromAddrPort(addr))
+		if err != nil {
+			return nil, nil, err
+		}
+		c = &relayConn{conn: uc, a: a, key: k, counts: true}
 	}
-	c := &relayConn{conn: uc, a: a, key: k}
-
 	a.mu.Lock()
 	if a.closed {
 		a.mu.Unlock()
-		uc.Close()
+		c.conn.Close()
 		return nil, nil, errAllocatorClosed
 	}
 	a.live[k] = c
 	a.mu.Unlock()
 
 	return c, net.UDPAddrFromAddrPort(netip.AddrPortFrom(fam.public, k.port)), nil
+}
+
+// planeSock returns the data plane socket of the relay at the public
+// address relay, or nil.
+func (a *relayAllocator) planeSock(relay net.Addr) *udpSock {
+	ua, ok := relay.(*net.UDPAddr)
+	if !ok {
+		return nil
+	}
+	ap := ua.AddrPort()
+	a.mu.Lock()
+	defer a.mu.Unlock()
+	c := a.live[portKey{v6: !ap.Addr().Unmap().Is4(), port: ap.Port()}]
+	if c == nil {
+		return nil
+	}
+	s, _ := c.conn.(*udpSock)
+	return s
 }
 
 // release forgets a closed conn and keeps its counts.
@@ -191,11 +223,14 @@ func (a *relayAllocator) closeAll() {
 
 // relayConn is one relay socket. pion's relay goroutine for the allocation
 // calls ReadFrom; the goroutine reading the client's socket calls WriteTo.
+// With the data plane, those see only what it leaves to pion, and the data
+// plane counts what it relays itself.
 type relayConn struct {
 	// Static after construction.
-	conn *net.UDPConn
-	a    *relayAllocator
-	key  portKey
+	conn   net.PacketConn // *net.UDPConn, or *udpSock with the data plane
+	a      *relayAllocator
+	key    portKey
+	counts bool // ReadFrom counts packets from peers (no data plane)
 
 	// Counters; atomic because Stats reads them while the relay runs. Each
 	// is written by one goroutine, so they do not bounce between cores.
@@ -210,7 +245,7 @@ type relayConn struct {
 // including those pion then drops because the peer has no permission.
 func (c *relayConn) ReadFrom(p []byte) (int, net.Addr, error) {
 	n, addr, err := c.conn.ReadFrom(p)
-	if err == nil {
+	if err == nil && c.counts {
 		c.packetsFromPeers.Add(1)
 		c.bytesFromPeers.Add(uint64(n))
 	}

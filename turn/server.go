@@ -84,6 +84,7 @@ type Server struct {
 	quota    *quota
 	tracker  *connTracker
 	udp      []*udpGroup  // one per local address
+	plane    *dataPlane   // nil when pion relays everything
 	tlsL     *tlsListener // nil without TLS
 	pion     *pionturn.Server
 
@@ -216,6 +217,10 @@ func newServer(cfg config.TURN, ls *Listeners, opts Options, log *slog.Logger) (
 		// pion's default would follow the client's family and fail.
 		StrictAddressFamily: v4.public.IsValid() && !v6.public.IsValid(),
 	}
+	if s.plane, err = startDataPlane(ls.UDP, policy); err != nil {
+		return nil, err
+	}
+	s.relays.plane = s.plane
 	s.udp = newUDPGroups(ls.UDP)
 	for _, g := range s.udp {
 		for _, pc := range g.packetConns() {
@@ -247,6 +252,9 @@ func newServer(cfg config.TURN, ls *Listeners, opts Options, log *slog.Logger) (
 
 	s.pion, err = pionturn.NewServer(pcfg)
 	if err != nil {
+		if s.plane != nil {
+			s.plane.close()
+		}
 		if s.tlsL != nil {
 			s.tlsL.Close()
 			s.tlsL.wait()
@@ -306,6 +314,9 @@ func (s *Server) close() error {
 	s.tracker.closeAll()
 	if s.tlsL != nil {
 		s.tlsL.wait()
+	}
+	if s.plane != nil {
+		s.plane.close() // pion has closed every socket
 	}
 	s.checkDrained()
 
@@ -403,15 +414,67 @@ func (s *Server) eventHandler() pionturn.EventHandler {
 		OnPermissionDeleted: func(_, _ net.Addr, _, _, _ string, _ net.Addr, _ net.IP) {
 			s.counters.permissions.Add(-1)
 		},
-		OnChannelCreated: func(src, _ net.Addr, _, userID, _ string, _, peer net.Addr, number uint16) {
+		OnChannelCreated: func(src, dst net.Addr, protocol, userID, _ string, relay, peer net.Addr, number uint16) {
+			s.routeChannel(src, dst, protocol, relay, peer, number)
 			s.counters.channels.Add(1)
 			s.counters.channelsTotal.Add(1)
 			s.log.Debug("turn: channel bound", "user", userID, "client", src, "peer", peer, "channel", number)
 		},
-		OnChannelDeleted: func(_, _ net.Addr, _, _, _ string, _, _ net.Addr, _ uint16) {
+		OnChannelDeleted: func(src, dst net.Addr, _, _, _ string, _, _ net.Addr, number uint16) {
 			s.counters.channels.Add(-1)
+			if s.plane != nil {
+				if src, ok := addrPort(src); ok {
+					if dst, ok := addrPort(dst); ok {
+						s.plane.unbind(dst, src, number)
+					}
+				}
+			}
 		},
 	}
+}
+
+// startDataPlane starts the data plane when the UDP sockets are its own
+// (see useDataPlane), and gives it the listening sockets.
+func startDataPlane(pcs []net.PacketConn, policy *peerPolicy) (*dataPlane, error) {
+	var socks []*udpSock
+	for _, pc := range pcs {
+		if s, ok := pc.(*udpSock); ok {
+			socks = append(socks, s)
+		}
+	}
+	if len(socks) == 0 {
+		return nil, nil
+	}
+	if len(socks) != len(pcs) {
+		return nil, errors.New("turn: UDP sockets of two kinds")
+	}
+	p, err := newDataPlane(policy)
+	if err != nil {
+		return nil, fmt.Errorf("turn: %w", err)
+	}
+	for _, s := range socks {
+		if err := p.add(s, listenSock, nil); err != nil {
+			p.close()
+			return nil, fmt.Errorf("turn: %w", err)
+		}
+	}
+	return p, nil
+}
+
+// routeChannel gives the data plane a channel binding pion made for a UDP
+// client.
+func (s *Server) routeChannel(src, dst net.Addr, protocol string, relay, peer net.Addr, number uint16) {
+	if s.plane == nil || protocol != "UDP" {
+		return
+	}
+	sock := s.relays.planeSock(relay)
+	client, ok1 := addrPort(src)
+	local, ok2 := addrPort(dst)
+	to, ok3 := addrPort(peer)
+	if sock == nil || !ok1 || !ok2 || !ok3 {
+		return
+	}
+	s.plane.bind(local, client, number, sock, to)
 }
 
 // relayFamilies sorts the public and bind addresses by family.
