@@ -3,6 +3,7 @@ package turn
 import (
 	"encoding/binary"
 	"errors"
+	"maps"
 	"net"
 	"net/netip"
 	"os"
@@ -38,9 +39,10 @@ import (
 // removes the route. Routes are checked against the relay policy per packet,
 // as pion's path does.
 //
-// Each worker is an OS thread that holds its P while it waits; it leaves at
-// least one P to the rest of the process, so the data plane runs only when
-// GOMAXPROCS is 2 or more (see useDataPlane), with GOMAXPROCS−1 workers.
+// Each worker is a goroutine that spends its life in system calls and holds
+// its P while it waits in epoll_wait; it leaves at least one P to the rest
+// of the process, so the data plane runs only when GOMAXPROCS is 2 or more
+// (see useDataPlane), with GOMAXPROCS−1 workers.
 
 // useDataPlane reports whether the server's UDP sockets should be data
 // plane sockets.
@@ -49,7 +51,10 @@ func useDataPlane() bool { return runtime.GOMAXPROCS(0) >= 2 }
 // busyWait is the longest epoll_wait of a worker, in milliseconds, while
 // traffic flows: under the 10 ms after which sysmon takes the P of a thread
 // in a system call.
-const busyWait = 5
+const busyWait = 2
+
+// yieldEvery is how often a worker passes through the scheduler.
+const yieldEvery = 7 * time.Millisecond
 
 // Batch sizes of one system call.
 const (
@@ -85,11 +90,12 @@ type dataPlane struct {
 	policy *peerPolicy
 
 	mu        sync.Mutex
-	workers   []*dpWorker                            // static after start
-	next      int                                    // round robin; guarded by mu
-	listeners map[netip.AddrPort]*udpSock            // one socket per local address; guarded by mu
-	byRelay   map[*udpSock][]chanKey                 // routes that go out of each relay socket; guarded by mu
-	chans     atomic.Pointer[map[chanKey]*chanRoute] // copy on write under mu
+	workers   []*dpWorker                                 // static after start
+	next      int                                         // round robin; guarded by mu
+	listeners map[netip.AddrPort]*udpSock                 // one socket per local address; guarded by mu
+	byRelay   map[*udpSock][]chanKey                      // routes that go out of each relay socket; guarded by mu
+	chans     atomic.Pointer[map[chanKey]*chanRoute]      // copy on write under mu
+	relays    atomic.Pointer[map[netip.AddrPort]*udpSock] // by public address; copy on write under mu
 
 	dropped atomic.Uint64 // packets the data plane could not relay or hand up
 	wg      sync.WaitGroup
@@ -108,6 +114,7 @@ type dpWorker struct {
 func newDataPlane(policy *peerPolicy) (*dataPlane, error) {
 	p := &dataPlane{policy: policy, listeners: map[netip.AddrPort]*udpSock{}, byRelay: map[*udpSock][]chanKey{}}
 	p.chans.Store(&map[chanKey]*chanRoute{})
+	p.relays.Store(&map[netip.AddrPort]*udpSock{})
 	n := max(runtime.GOMAXPROCS(0)-1, 1)
 	for range n {
 		w, err := newWorker(p)
@@ -146,15 +153,22 @@ func newWorker(p *dataPlane) (*dpWorker, error) {
 	return &dpWorker{p: p, epfd: epfd, wake: wake, socks: map[int32]*udpSock{}}, nil
 }
 
-// add gives a socket to a worker. For a relay socket, relay is its conn.
-func (p *dataPlane) add(s *udpSock, role sockRole, relay *relayConn) error {
+// add gives a socket to a worker. For a relay socket, relay is its conn and
+// public the address clients are told.
+func (p *dataPlane) add(s *udpSock, role sockRole, relay *relayConn, public netip.AddrPort) error {
 	p.mu.Lock()
 	w := p.workers[p.next%len(p.workers)]
 	p.next++
-	if role == listenSock {
+	switch role {
+	case listenSock:
 		if _, ok := p.listeners[s.local]; !ok {
 			p.listeners[s.local] = s
 		}
+	case relaySock:
+		s.public = unmap(public)
+		relays := maps.Clone(*p.relays.Load())
+		relays[s.public] = s
+		p.relays.Store(&relays)
 	}
 	p.mu.Unlock()
 
@@ -200,6 +214,11 @@ func (p *dataPlane) remove(s *udpSock) {
 			}
 			w.mu.Unlock()
 		}
+	}
+	if s.role == relaySock && (*p.relays.Load())[s.public] == s {
+		relays := maps.Clone(*p.relays.Load())
+		delete(relays, s.public)
+		p.relays.Store(&relays)
 	}
 	if keys := p.byRelay[s]; len(keys) > 0 {
 		chans := p.cloneChans()
@@ -312,12 +331,10 @@ type batch struct {
 
 // run is the worker's thread: wait, read, relay, until woken to end.
 func (w *dpWorker) run() {
-	runtime.LockOSThread()
-	defer runtime.UnlockOSThread()
 	in := new(batch)
 	out := new(outBatch)
 	events := make([]unix.EpollEvent, 64)
-	timeout, lastBusy := -1, time.Now()
+	timeout, lastBusy, lastYield := -1, time.Now(), time.Now()
 	for {
 		n, err := unix.EpollWait(w.epfd, events, timeout)
 		if err != nil {
@@ -331,10 +348,18 @@ func (w *dpWorker) run() {
 		// then watches closely for a while, waking every 20 µs (paced
 		// traffic, such as all media, pauses that long between bursts).
 		// An idle data plane waits for good.
+		now := time.Now()
 		if n > 0 {
-			timeout, lastBusy = busyWait, time.Now()
-		} else if timeout > 0 && time.Since(lastBusy) > time.Second {
+			timeout, lastBusy = busyWait, now
+		} else if timeout > 0 && now.Sub(lastBusy) > time.Second {
 			timeout = -1
+		}
+		// A goroutine that never passes through the scheduler looks stuck
+		// to sysmon after 10 ms, which then preempts it, takes its P, and
+		// again watches closely: yield now and then.
+		if now.Sub(lastYield) > yieldEvery {
+			runtime.Gosched()
+			lastYield = now
 		}
 		for _, ev := range events[:n] {
 			if ev.Fd == 0 {
@@ -405,9 +430,21 @@ func (w *dpWorker) fromClient(s *udpSock, pkt []byte, from netip.AddrPort, out *
 		rc.packetsDenied.Add(1)
 		return
 	}
-	out.add(r.relay, pkt[channelHeader:channelHeader+length], nil, &r.peerTo)
+	data := pkt[channelHeader : channelHeader+length]
 	rc.packetsToPeers.Add(1)
 	rc.bytesToPeers.Add(uint64(length))
+	if dst := (*w.p.relays.Load())[r.peer]; dst != nil {
+		// The peer is another relay of this server (both sides of a call
+		// behind TURN here): hand the packet straight to it, as if it had
+		// come through the network from this relay's public address.
+		dst.mu.RLock()
+		if !dst.closed {
+			w.fromPeer(dst, data, r.relay.public, out)
+		}
+		dst.mu.RUnlock()
+		return
+	}
+	out.add(r.relay, data, nil, &r.peerTo)
 }
 
 // fromPeer relays a peer's packet to the client on its channel, and hands

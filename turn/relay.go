@@ -144,7 +144,7 @@ func (a *relayAllocator) bind(fam relayFamily, k portKey) (net.PacketConn, net.A
 			return nil, nil, err
 		}
 		c = &relayConn{conn: s, a: a, key: k}
-		if err := a.plane.add(s, relaySock, c); err != nil {
+		if err := a.plane.add(s, relaySock, c, netip.AddrPortFrom(fam.public, k.port)); err != nil {
 			s.Close()
 			return nil, nil, err
 		}

@@ -453,7 +453,7 @@ func startDataPlane(pcs []net.PacketConn, policy *peerPolicy) (*dataPlane, error
 		return nil, fmt.Errorf("turn: %w", err)
 	}
 	for _, s := range socks {
-		if err := p.add(s, listenSock, nil); err != nil {
+		if err := p.add(s, listenSock, nil, netip.AddrPort{}); err != nil {
 			p.close()
 			return nil, fmt.Errorf("turn: %w", err)
 		}

@@ -680,3 +680,51 @@ func (l lockedWriter) Write(p []byte) (int, error) {
 	defer l.mu.Unlock()
 	return l.w.Write(p)
 }
+
+// Two clients of this server relay to each other, as two browsers behind
+// symmetric NATs do: over channels, each relay is the other's peer, and the
+// data plane hands packets from one relay to the other without a trip
+// through the network. Every message arrives, from the other's relayed
+// address, and is counted once each way.
+func TestRelayToRelay(t *testing.T) {
+	ts := startServer(t, false, func(*config.TURN, *Options) {})
+	if useDataPlane() && ts.plane == nil {
+		t.Fatal("the data plane is not running")
+	}
+	clientA, clientB := ts.userClient(t, "udp", "a"), ts.userClient(t, "udp", "b")
+	relayA, relayB := allocate(t, clientA), allocate(t, clientB)
+	if err := clientA.CreatePermission(relayB.LocalAddr()); err != nil {
+		t.Fatal(err)
+	}
+	if err := clientB.CreatePermission(relayA.LocalAddr()); err != nil {
+		t.Fatal(err)
+	}
+	before := ts.Stats()
+
+	const messages = 50
+	buf := make([]byte, 1500)
+	for i := range messages {
+		for _, dir := range []struct {
+			from, to net.PacketConn
+		}{{relayA, relayB}, {relayB, relayA}} {
+			msg := fmt.Appendf(nil, "message %d from %v", i, dir.from.LocalAddr())
+			if _, err := dir.from.WriteTo(msg, dir.to.LocalAddr()); err != nil {
+				t.Fatal(err)
+			}
+			dir.to.SetReadDeadline(time.Now().Add(5 * time.Second))
+			n, from, err := dir.to.ReadFrom(buf)
+			if err != nil || !bytes.Equal(buf[:n], msg) || from.String() != dir.from.LocalAddr().String() {
+				t.Fatalf("got %q from %v (%v), want %q from %v", buf[:n], from, err, msg, dir.from.LocalAddr())
+			}
+		}
+	}
+	// pion's client binds a channel after its first Send indication: the
+	// rest went as channel data.
+	if after := ts.Stats(); after.ChannelsTotal < before.ChannelsTotal+2 {
+		t.Errorf("channels bound: %d, want 2", after.ChannelsTotal-before.ChannelsTotal)
+	}
+	eventually(t, "every message counted", func() bool {
+		st := ts.Stats()
+		return st.PacketsToPeers-before.PacketsToPeers == 2*messages && st.PacketsFromPeers-before.PacketsFromPeers == 2*messages
+	})
+}

@@ -39,7 +39,8 @@ type udpSock struct {
 	worker *dpWorker
 	id     int32
 	role   sockRole
-	relay  *relayConn // the relay socket's conn, for role relaySock
+	relay  *relayConn     // the relay socket's conn, for role relaySock
+	public netip.AddrPort // the relay socket's address as clients know it
 
 	// routes is what a relay socket's peers' packets become: peer (unmapped)
 	// → the channel to the client. Copy on write under plane.mu.
