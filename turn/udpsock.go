@@ -122,24 +122,33 @@ func (s *udpSock) handUp(data []byte, from netip.AddrPort) {
 func (s *udpSock) ReadFrom(p []byte) (int, net.Addr, error) {
 	for {
 		var timeout <-chan time.Time
+		var timer *time.Timer
 		if d := s.readDeadline.Load(); d != 0 {
 			wait := time.Until(time.Unix(0, d))
 			if wait <= 0 {
 				return 0, nil, os.ErrDeadlineExceeded
 			}
-			t := time.NewTimer(wait)
-			defer t.Stop()
-			timeout = t.C
+			timer = time.NewTimer(wait)
+			timeout = timer.C
 		}
 		select {
 		case pkt := <-s.in:
+			stop(timer)
 			return copy(p, pkt.data), net.UDPAddrFromAddrPort(pkt.from), nil
 		case <-s.done:
+			stop(timer)
 			return 0, nil, net.ErrClosed
 		case <-timeout:
 			return 0, nil, os.ErrDeadlineExceeded
 		case <-s.deadlineSet: // look at the new deadline
+			stop(timer)
 		}
+	}
+}
+
+func stop(t *time.Timer) {
+	if t != nil {
+		t.Stop()
 	}
 }
 
