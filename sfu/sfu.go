@@ -55,6 +55,7 @@ type SFU struct {
 	settings  webrtc.SettingEngine
 	pionLogs  loggerFactory
 	queueSize int
+	fanQueues []chan fanJob // set by New, then static
 	done      chan struct{} // closed by Close
 
 	stats counters
@@ -147,6 +148,7 @@ func New(l *Listeners, opts Options, log *slog.Logger) (*SFU, error) {
 	}
 	s.settings = se
 
+	s.startFanout()
 	s.wg.Add(2)
 	go func() {
 		defer s.wg.Done()

@@ -186,9 +186,7 @@ func (t *pubTrack) forwardLoop(fwd <-chan []byte) {
 		if t.kind == webrtc.RTPCodecTypeVideo {
 			t.history[pkt.SequenceNumber%historySize].Store(pkt)
 		}
-		for _, d := range *t.downs.Load() {
-			d.enqueue(pkt)
-		}
+		t.owner.sfu.fanOut(pkt, *t.downs.Load())
 	}
 }
 
