@@ -106,6 +106,7 @@ type client struct {
 	tracks     []*recvTrack
 	plis       int
 	rembs      []float32
+	twccs      int // packets the server's TWCC feedback reported on
 	holdOffers bool
 	held       []string
 	answers    int // answers received from the server
@@ -140,6 +141,11 @@ func newClient(t *testing.T, id string, opts clientOpts) *client {
 	}
 	reg := &interceptor.Registry{}
 	if err := webrtc.RegisterDefaultInterceptors(me, reg); err != nil {
+		t.Fatal(err)
+	}
+	// Stamp transport-wide sequence numbers, as browsers do, so that the
+	// server sends TWCC feedback.
+	if err := webrtc.ConfigureTWCCHeaderExtensionSender(me, reg); err != nil {
 		t.Fatal(err)
 	}
 
@@ -263,7 +269,9 @@ func (c *client) SendCandidate(ci webrtc.ICECandidateInit) {
 // is closing anyway (the end of a test).
 func (c *client) fail(format string, args ...any) {
 	for _, a := range args {
-		if err, ok := a.(error); ok && errors.Is(err, ErrClosed) {
+		// The server's side or this client's own closed meanwhile (pion
+		// says so before its state does).
+		if err, ok := a.(error); ok && (errors.Is(err, ErrClosed) || errors.Is(err, webrtc.ErrConnectionClosed)) {
 			return
 		}
 	}
@@ -390,6 +398,8 @@ func (c *client) readRTCP(s *webrtc.RTPSender) {
 				c.update(func() { c.plis++ })
 			case *rtcp.ReceiverEstimatedMaximumBitrate:
 				c.update(func() { c.rembs = append(c.rembs, p.Bitrate) })
+			case *rtcp.TransportLayerCC:
+				c.update(func() { c.twccs += int(p.PacketStatusCount) })
 			}
 		}
 	}

@@ -161,6 +161,9 @@ func (p *Participant) HandleOffer(sdpText string) error {
 		return nil
 	}
 	if err := p.pc.SetRemoteDescription(webrtc.SessionDescription{Type: webrtc.SDPTypeOffer, SDP: sdpText}); err != nil {
+		if p.closedBy(err) {
+			return ErrClosed
+		}
 		p.recoverRemoteLocked()
 		p.maybeOfferLocked()
 		return fmt.Errorf("sfu: offer: %w", err)
@@ -177,6 +180,9 @@ func (p *Participant) HandleOffer(sdpText string) error {
 		err = p.pc.SetLocalDescription(answer)
 	}
 	if err != nil {
+		if p.closedBy(err) {
+			return ErrClosed
+		}
 		p.recoverRemoteLocked()
 		p.maybeOfferLocked()
 		return fmt.Errorf("sfu: answer: %w", err)
@@ -209,7 +215,7 @@ func (p *Participant) HandleAnswer(sdpText string) error {
 		return fmt.Errorf("sfu: answer: %w", err)
 	}
 	if err := p.pc.SetRemoteDescription(webrtc.SessionDescription{Type: webrtc.SDPTypeAnswer, SDP: sdpText}); err != nil {
-		if p.gone() {
+		if p.closedBy(err) {
 			return ErrClosed // closed meanwhile (the SFU shutting down)
 		}
 		if p.pc.SignalingState() == webrtc.SignalingStateHaveLocalOffer {
@@ -279,6 +285,12 @@ func (p *Participant) HandleCandidate(c webrtc.ICECandidateInit) error {
 // SFU closes PeerConnections directly when it shuts down). p.negMu is held.
 func (p *Participant) gone() bool {
 	return p.closed || p.pc.ConnectionState() == webrtc.PeerConnectionStateClosed
+}
+
+// closedBy reports whether err from pion means the PeerConnection was
+// closed meanwhile: pion reports that before its state says so.
+func (p *Participant) closedBy(err error) bool {
+	return p.gone() || errors.Is(err, webrtc.ErrConnectionClosed)
 }
 
 // Close removes the participant from its room, which takes its tracks away

@@ -271,6 +271,8 @@ func TestREMB(t *testing.T) {
 	a.waitFor("bitrate limit of the weakest subscriber", 5*time.Second, func() bool {
 		return len(a.rembs) > 0 && a.rembs[len(a.rembs)-1] == want
 	})
+	// The publisher's own congestion control gets TWCC feedback too.
+	a.waitFor("TWCC feedback on 100 packets", 5*time.Second, func() bool { return a.twccs >= 100 })
 }
 
 // Glare: the browser offers while the server's offer is on its way. The
