@@ -222,22 +222,13 @@ func (p *dataPlane) remove(s *udpSock) {
 		p.relays.Store(&relays)
 	}
 	if keys := p.byRelay[s]; len(keys) > 0 {
-		chans := p.cloneChans()
+		chans := maps.Clone(*p.chans.Load())
 		for _, k := range keys {
 			delete(chans, k)
 		}
 		p.chans.Store(&chans)
 		delete(p.byRelay, s)
 	}
-}
-
-func (p *dataPlane) cloneChans() map[chanKey]*chanRoute {
-	old := *p.chans.Load()
-	chans := make(map[chanKey]*chanRoute, len(old)+1)
-	for k, v := range old {
-		chans[k] = v
-	}
-	return chans
 }
 
 // bind adds the route of a channel binding pion made: client at local,
@@ -251,12 +242,12 @@ func (p *dataPlane) bind(local, client netip.AddrPort, number uint16, relay *udp
 		return // not ours: pion relays it
 	}
 	k := chanKey{local: local, client: client, number: number}
-	chans := p.cloneChans()
+	chans := maps.Clone(*p.chans.Load())
 	chans[k] = &chanRoute{relay: relay, peer: peer, peerTo: newRawAddr(peer, relay.v6)}
 	p.chans.Store(&chans)
 	p.byRelay[relay] = append(p.byRelay[relay], k)
 
-	routes := clonePeerRoutes(relay)
+	routes := maps.Clone(*relay.routes.Load())
 	routes[peer] = &peerRoute{listener: listener, client: client, clientTo: newRawAddr(client, listener.v6), number: number}
 	relay.routes.Store(&routes)
 }
@@ -271,7 +262,7 @@ func (p *dataPlane) unbind(local, client netip.AddrPort, number uint16) {
 	if !ok {
 		return
 	}
-	chans := p.cloneChans()
+	chans := maps.Clone(*p.chans.Load())
 	delete(chans, k)
 	p.chans.Store(&chans)
 	keys := p.byRelay[r.relay]
@@ -281,20 +272,11 @@ func (p *dataPlane) unbind(local, client netip.AddrPort, number uint16) {
 			break
 		}
 	}
-	routes := clonePeerRoutes(r.relay)
+	routes := maps.Clone(*r.relay.routes.Load())
 	if pr := routes[r.peer]; pr != nil && pr.number == number && pr.client == client {
 		delete(routes, r.peer)
 	}
 	r.relay.routes.Store(&routes)
-}
-
-func clonePeerRoutes(s *udpSock) map[netip.AddrPort]*peerRoute {
-	old := *s.routes.Load()
-	routes := make(map[netip.AddrPort]*peerRoute, len(old)+1)
-	for k, v := range old {
-		routes[k] = v
-	}
-	return routes
 }
 
 func unmap(ap netip.AddrPort) netip.AddrPort {

@@ -205,29 +205,26 @@ func listenDataPlane(addr string) (*udpSock, error) {
 	if err != nil {
 		return nil, err
 	}
-	return newUDPSock(ua.AddrPort(), func(fd int) error {
-		return errors.Join(
-			unix.SetsockoptInt(fd, unix.SOL_SOCKET, unix.SO_REUSEPORT, 1),
-			unix.SetsockoptInt(fd, unix.SOL_SOCKET, unix.SO_RCVBUF, udpSocketBuffer),
-			unix.SetsockoptInt(fd, unix.SOL_SOCKET, unix.SO_SNDBUF, udpSocketBuffer),
-		)
-	})
+	return newUDPSock(ua.AddrPort(), setGroupOptions)
 }
 
 // groupSocketOptions sets SO_REUSEPORT and the buffer sizes of a listening
 // UDP socket before bind.
 func groupSocketOptions(_, _ string, c syscall.RawConn) error {
 	var serr error
-	if err := c.Control(func(fd uintptr) {
-		serr = errors.Join(
-			unix.SetsockoptInt(int(fd), unix.SOL_SOCKET, unix.SO_REUSEPORT, 1),
-			unix.SetsockoptInt(int(fd), unix.SOL_SOCKET, unix.SO_RCVBUF, udpSocketBuffer),
-			unix.SetsockoptInt(int(fd), unix.SOL_SOCKET, unix.SO_SNDBUF, udpSocketBuffer),
-		)
-	}); err != nil {
+	if err := c.Control(func(fd uintptr) { serr = setGroupOptions(int(fd)) }); err != nil {
 		return err
 	}
 	return serr
+}
+
+// setGroupOptions sets SO_REUSEPORT and the buffer sizes on fd.
+func setGroupOptions(fd int) error {
+	return errors.Join(
+		unix.SetsockoptInt(fd, unix.SOL_SOCKET, unix.SO_REUSEPORT, 1),
+		unix.SetsockoptInt(fd, unix.SOL_SOCKET, unix.SO_RCVBUF, udpSocketBuffer),
+		unix.SetsockoptInt(fd, unix.SOL_SOCKET, unix.SO_SNDBUF, udpSocketBuffer),
+	)
 }
 
 func isAddrInUse(err error) bool { return errors.Is(err, syscall.EADDRINUSE) }
